@@ -1,0 +1,5 @@
+"""The engine's verbs, one module per domain. Importing this package registers them all."""
+
+from __future__ import annotations
+
+from engine.api import node  # noqa: F401

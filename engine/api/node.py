@@ -1,0 +1,21 @@
+"""node.* verbs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.nodeinfo import node_info
+from engine.rpc import Context, op
+from engine.validate import Args
+
+
+@op("node.info")
+def info(ctx: Context, args: Args) -> dict[str, Any]:
+    args.done()
+    return node_info(ctx.engine.config)
+
+
+@op("node.ping")
+def ping(ctx: Context, args: Args) -> str:
+    args.done()
+    return "pong"

@@ -1,0 +1,57 @@
+"""The engine is plain Python: importing every engine module pulls in no Django or Channels."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_engine_imports_no_django() -> None:
+    modules = sorted(
+        ".".join(p.relative_to(REPO).with_suffix("").parts)
+        for p in (REPO / "engine").rglob("*.py")
+        if p.name != "__main__.py"
+    )
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}:\n"
+        "    importlib.import_module(m.removesuffix('.__init__'))\n"
+        "web = ('django', 'channels', 'channels_redis')\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in web)\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == ""
+
+
+def test_webui_never_opens_engine_state() -> None:
+    """webui talks to the engine over the channel layer only: it must not import the modules
+    that read or write the state root."""
+    forbidden = (
+        "engine.store",
+        "engine.containers",
+        "engine.mounts",
+        "engine.fs",
+        "engine.securepath",
+        "engine.unpack",
+        "engine.runtime",
+        "engine.conmon",
+        "engine.worker",
+        "engine.registry",
+    )
+    offenders = []
+    for path in (REPO / "webui").rglob("*.py"):
+        if path.match("webui/management/commands/engine.py"):
+            continue  # the worker entry binds the channel layer to the engine on purpose
+        text = path.read_text()
+        offenders += [
+            f"{path.relative_to(REPO)}: {m}"
+            for m in forbidden
+            if f"import {m}" in text or f"from {m} " in text or f"from {m}." in text
+        ]
+    assert offenders == []

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "--root", str(root), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "GANTRY_CONFIG": "/nonexistent"},
+    )
+
+
+def test_info_prints_versions(tmp_root: Path) -> None:
+    out = run_cli("info", "--format", "json", root=tmp_root)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["root"] == str(tmp_root)
+    assert data["runc"] not in ("", "not installed")
+    assert data["kernel"]
+
+
+def test_unknown_verb_fails_with_usage(tmp_root: Path) -> None:
+    out = run_cli("explode", root=tmp_root)
+    assert out.returncode == 2
+    assert "invalid choice" in out.stderr
+
+
+def test_bad_config_is_one_line_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "engine.json"
+    cfg.write_text('{"volume_allowlsit": ["/mnt"]}')
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "--config", str(cfg), "info"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert out.stderr.startswith("Error: ")
+    assert "volume_allowlsit" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -1,0 +1,131 @@
+"""Start the whole stack exactly the way `./gantry run` does (the same script), in private
+directories and on a free port, and stop it with Ctrl-C (SIGINT) as a user would."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Stack:
+    def __init__(self, restart_delay: float = 2.0, extra_env: dict[str, str] | None = None) -> None:
+        # Not under pytest's tmp_path: the unprivileged web user must reach these directories.
+        self.tmp = Path(tempfile.mkdtemp(prefix="gantry-stack-"))
+        os.chmod(self.tmp, 0o755)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.run_dir = self.tmp / "run"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("GANTRY_", "DJANGO_"))}
+        self.env.update(
+            {
+                "GANTRY_ROOT": str(self.tmp / "root"),
+                "GANTRY_WEB_HOME": str(self.tmp / "web"),
+                "GANTRY_RUN": str(self.run_dir),
+                "GANTRY_CONFIG": str(self.tmp / "engine.json"),
+                "GANTRY_PORT": str(self.port),
+                "GANTRY_SKIP_SETUP": "1",
+                "GANTRY_NODE": f"stack-{self.port}",
+                "GANTRY_ENGINE_RESTART_DELAY": str(restart_delay),
+                "GANTRY_DEMO": "0",
+            }
+            | (extra_env or {})
+        )
+        self.output: list[str] = []
+        self.password = ""
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, timeout: float = 120) -> Stack:
+        self.proc = subprocess.Popen(
+            [str(REPO / "gantry"), "run"],
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.output.append(line)
+                found = re.search(r"one-time password: (\S+)", line)
+                if found:
+                    self.password = found.group(1)
+                if "ready: http" in line:
+                    ready.set()
+            ready.set()  # the launcher ended: stop waiting
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout) or self.proc.poll() is not None:
+            self.stop()
+            raise RuntimeError("stack did not start:\n" + "".join(self.output[-40:]))
+        return self
+
+    def pid(self, name: str) -> int:
+        return int((self.run_dir / f"{name}.pid").read_text())
+
+    def login(self, user: str = "admin", password: str | None = None) -> requests.Session:
+        s = requests.Session()
+        s.trust_env = False
+        s.get(f"{self.url}/login/", timeout=10)
+        r = s.post(
+            f"{self.url}/login/",
+            data={
+                "username": user,
+                "password": password or self.password,
+                "csrfmiddlewaretoken": s.cookies["csrftoken"],
+            },
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert r.status_code == 302, r.text[:500]
+        s.headers["X-CSRFToken"] = s.cookies["csrftoken"]
+        s.headers["Referer"] = self.url + "/"
+        return s
+
+    def stop(self) -> int | None:
+        code = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                code = self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                code = self.proc.wait(10)
+        for name in ("engine", "web", "redis"):
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(self.pid(name), signal.SIGKILL)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return code
+
+
+def wait_until(predicate: object, timeout: float, interval: float = 0.1) -> float:
+    """Wait until predicate() is true; return the seconds it took. Raises on timeout."""
+    started = time.monotonic()
+    while True:
+        if predicate():  # type: ignore[operator]
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        time.sleep(interval)

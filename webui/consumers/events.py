@@ -1,0 +1,50 @@
+"""/ws/events/: what every page listens to. Engine heartbeats (so the header can say
+"engine offline" within seconds) and state changes of the user's containers and pulls.
+The browser only receives; anything it sends closes the socket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.events import EVENTS_GROUP, NODES_GROUP
+from webui.consumers.base import CLOSE_BAD_MESSAGE, AuthedJsonConsumer
+
+
+class EventsConsumer(AuthedJsonConsumer):
+    async def authed_connect(self) -> None:
+        await self.join(NODES_GROUP)
+        await self.join(EVENTS_GROUP)
+        await self.accept()
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        await self.close(code=CLOSE_BAD_MESSAGE)
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        await self.close(code=CLOSE_BAD_MESSAGE)
+
+    async def engine_heartbeat(self, event: dict[str, Any]) -> None:
+        await self.send_json(
+            {
+                "type": "heartbeat",
+                "node": event.get("node"),
+                "time": event.get("time"),
+                "info": event.get("info", {}),
+            }
+        )
+
+    async def engine_event(self, event: dict[str, Any]) -> None:
+        if await self.may_see(event):
+            await self.send_json(
+                {k: v for k, v in event.items() if k != "type"} | {"type": "event"}
+            )
+
+    async def may_see(self, event: dict[str, Any]) -> bool:
+        """Container events only reach their owner (or an admin)."""
+        container_id = event.get("container")
+        if not container_id:
+            return True
+        from webui.access import user_owns_container
+
+        return bool(await user_owns_container(self.user, str(container_id)))

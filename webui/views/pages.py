@@ -1,0 +1,49 @@
+"""The pages every other part hangs from: home, the engine's status and node information."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET
+
+from engine.errors import EngineError
+from webui import engine_client
+
+STATUS_TIMEOUT = 2.0
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("ui-containers")
+
+
+@require_GET
+def containers(request: HttpRequest) -> HttpResponse:
+    return render(request, "containers/list.html", {"nav": "containers"})
+
+
+@require_GET
+def images(request: HttpRequest) -> HttpResponse:
+    return render(request, "images/list.html", {"nav": "images"})
+
+
+async def _node_info() -> tuple[dict[str, object] | None, str]:
+    try:
+        return await engine_client.call("node.info", timeout=STATUS_TIMEOUT), ""
+    except EngineError as err:
+        return None, err.message
+
+
+@require_GET
+async def engine_page(request: HttpRequest) -> HttpResponse:
+    info, error = await _node_info()
+    return render(request, "engine.html", {"nav": "engine", "info": info, "error": error})
+
+
+@require_GET
+async def engine_status(request: HttpRequest) -> HttpResponse:
+    """The status badge as a partial: used where no websocket runs and by scripts."""
+    info, error = await _node_info()
+    response = render(request, "partials/engine_status.html", {"info": info, "error": error})
+    response["Cache-Control"] = "no-store"
+    return response
