@@ -1,7 +1,16 @@
+"""URL map. Each area keeps its own patterns next to its views (webui/views/<area>.py):
+
+/images/ ...                     images.py     (pull, list, inspect, remove, credentials)
+/containers/, /containers/new    containers.py (list, create, detail, storage tab)
+/containers/<id>/files/ ...      files.py      (the explorer)
+/containers/<id>/spec/ ...       spec.py       (config.json)
+/containers/<id>/run/ ...        run.py        (start/stop/kill/..., logs)
+"""
+
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from webui.views import pages
 
@@ -9,8 +18,11 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", pages.home, name="ui-home"),
-    path("containers/", pages.containers, name="ui-containers"),
-    path("images/", pages.images, name="ui-images"),
     path("engine/", pages.engine_page, name="ui-engine"),
     path("engine/status", pages.engine_status, name="ui-engine-status"),
+    path("", include("webui.views.images")),
+    path("", include("webui.views.containers")),
+    path("", include("webui.views.files")),
+    path("", include("webui.views.spec")),
+    path("", include("webui.views.run")),
 ]

@@ -17,16 +17,6 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect("ui-containers")
 
 
-@require_GET
-def containers(request: HttpRequest) -> HttpResponse:
-    return render(request, "containers/list.html", {"nav": "containers"})
-
-
-@require_GET
-def images(request: HttpRequest) -> HttpResponse:
-    return render(request, "images/list.html", {"nav": "images"})
-
-
 async def _node_info() -> tuple[dict[str, object] | None, str]:
     try:
         return await engine_client.call("node.info", timeout=STATUS_TIMEOUT), ""
