@@ -16,6 +16,7 @@ import time
 from typing import Any, Protocol
 
 import engine.api  # noqa: F401  (registers the verbs)
+from engine.api.terminal import TERM_TYPE, handle_term_message
 from engine.core import Engine
 from engine.errors import InvalidInputError
 from engine.events import NODES_GROUP
@@ -120,6 +121,9 @@ class Worker:
                     task.add_done_callback(self._tasks.discard)
         finally:
             self.engine.stopping.set()
+            from engine.terminal import TerminalHub
+
+            self.engine.get(TerminalHub).close_all()
             beat.cancel()
             for task in list(self._tasks):
                 task.cancel()
@@ -141,6 +145,14 @@ class Worker:
         return None
 
     async def _handle(self, message: dict[str, Any]) -> None:
+        if isinstance(message, dict) and message.get("type") == TERM_TYPE:
+            # Terminal traffic (keystrokes, resizes, acks): fire-and-forget, no reply, handled
+            # at once so typing never waits behind a slow request.
+            try:
+                handle_term_message(self.engine, message)
+            except Exception as err:
+                log.info("terminal message dropped: %s", err)
+            return
         try:
             request = parse_request(message)
         except InvalidInputError as err:

@@ -1,3 +1,70 @@
-"""terminal.* verbs (see engine/rpc.py for how a verb is registered)."""
+"""term.* verbs and the terminal traffic that travels without replies.
+
+term.attach is a normal request (it can fail clearly: container not running, no tty). After
+it, keystrokes, resizes, acks and detaches are ``engine.term`` messages on the engine's
+channel, handled at once by the worker without a reply:
+
+    {"type": "engine.term", "op": "input",  "session": key, "viewer": channel, "data": bytes}
+    {"type": "engine.term", "op": "resize", "session": key, "rows": int, "cols": int}
+    {"type": "engine.term", "op": "ack",    "session": key, "viewer": channel, "bytes": int}
+    {"type": "engine.term", "op": "detach", "session": key, "viewer": channel}
+"""
 
 from __future__ import annotations
+
+import re
+from typing import Any
+
+from engine.core import Engine
+from engine.errors import InvalidInputError
+from engine.rpc import CHANNEL_RE
+from engine.terminal import TerminalHub
+
+TERM_TYPE = "engine.term"
+SESSION_RE = re.compile(r"^(ctr:[0-9a-f]{64}|exec:[0-9a-f]{64}:[0-9a-f]{16,64}|test:[\w.-]{1,64})$")
+MAX_INPUT = 64 * 1024
+MAX_ROWS, MAX_COLS = 500, 1000
+
+
+def _session_key(message: dict[str, Any]) -> str:
+    key = message.get("session")
+    if not isinstance(key, str) or not SESSION_RE.match(key):
+        raise InvalidInputError("session: not a terminal session key")
+    return key
+
+
+def _viewer(message: dict[str, Any]) -> str:
+    viewer = message.get("viewer")
+    if not isinstance(viewer, str) or len(viewer) > 200 or not CHANNEL_RE.match(viewer):
+        raise InvalidInputError("viewer: not a channel name")
+    return viewer
+
+
+def check_size(rows: Any, cols: Any) -> tuple[int, int]:
+    for name, value, hi in (("rows", rows, MAX_ROWS), ("cols", cols, MAX_COLS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+            raise InvalidInputError(f"{name}: must be between 1 and {hi}")
+    return rows, cols
+
+
+def handle_term_message(engine: Engine, message: dict[str, Any]) -> None:
+    """Apply one engine.term message. Raises InvalidInputError on anything malformed."""
+    op = message.get("op")
+    session = engine.get(TerminalHub).get(_session_key(message))
+    if op == "input":
+        data = message.get("data")
+        if not isinstance(data, bytes) or not data or len(data) > MAX_INPUT:
+            raise InvalidInputError(f"data: 1 to {MAX_INPUT} bytes")
+        session.send_input(data)
+    elif op == "resize":
+        rows, cols = check_size(message.get("rows"), message.get("cols"))
+        session.resize(rows, cols)
+    elif op == "ack":
+        nbytes = message.get("bytes")
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+            raise InvalidInputError("bytes: must be a non-negative integer")
+        session.ack(_viewer(message), nbytes)
+    elif op == "detach":
+        session.remove_viewer(_viewer(message))
+    else:
+        raise InvalidInputError(f"unknown terminal op {str(op)[:20]!r}")

@@ -1,0 +1,341 @@
+"""Terminal sessions: conmon attach sockets drained continuously and fanned out to viewers.
+
+conmon writes to its attach clients with blocking writes, so one client that stops reading
+stalls the container's output for everybody (conmon.md §2). The engine therefore holds exactly
+one connection per attach socket and reads it all the time, on its own thread, into:
+
+- a bounded scrollback ring (replayed to each new viewer, so a reconnecting pane redraws), and
+- one bounded queue per viewer (a browser tab, through the web's terminal consumer).
+
+Each viewer is sent its bytes in order with credit-based flow control: at most ``WINDOW`` bytes
+may be in flight; the viewer acknowledges what it has passed on to its websocket. A viewer that
+keeps up receives every byte in order. A viewer that falls more than ``MAX_PENDING`` bytes
+behind is detached with a message instead of growing memory without bound or silently
+skipping output (which would corrupt its screen).
+
+Input from every viewer is merged and written to the socket by one writer thread, split into
+packets of at most 32 KiB (conmon truncates longer ones) and never empty (an empty packet
+means EOF to conmon).
+
+Messages to a viewer's channel (its consumer):
+    {"type": "term.output", "session": key, "data": bytes}
+    {"type": "term.closed", "session": key, "reason": str, "exit_code": int | None}
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.errors import InvalidInputError, NotFoundError
+from engine.events import Publisher
+
+log = logging.getLogger("gantry.engine.terminal")
+
+SCROLLBACK = 256 * 1024  # bytes of recent output replayed to a new viewer
+WINDOW = 1024 * 1024  # bytes a viewer may have in flight (sent, not yet acknowledged)
+MAX_PENDING = 16 * 1024 * 1024  # bytes queued for a viewer before it is detached as too slow
+CHUNK = 64 * 1024  # largest output message
+INPUT_PACKET = 32 * 1024  # conmon reads at most this much per packet
+MAX_INPUT_QUEUE = 1024  # packets waiting for the container to read its input
+STREAM_STDOUT, STREAM_STDERR = 2, 3
+
+
+class Ring:
+    """The last ``size`` bytes written."""
+
+    def __init__(self, size: int = SCROLLBACK) -> None:
+        self.size = size
+        self.buf = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) > self.size:
+            del self.buf[: len(self.buf) - self.size]
+
+    def getvalue(self) -> bytes:
+        return bytes(self.buf)
+
+
+@dataclass
+class Viewer:
+    channel: str
+    pending: deque[bytes] = field(default_factory=deque)
+    pending_bytes: int = 0
+    in_flight: int = 0
+    closed: bool = False
+    reason: str = ""
+
+
+class Session:
+    """One attach socket (a container's console or an exec session) and its viewers."""
+
+    def __init__(
+        self,
+        key: str,
+        sock: socket.socket,
+        publisher: Publisher,
+        *,
+        resize: Callable[[int, int], None] | None = None,
+        on_close: Callable[[Session], None] | None = None,
+        scrollback: bytes = b"",
+    ) -> None:
+        self.key = key
+        self.sock = sock
+        self.publisher = publisher
+        self._resize = resize
+        self._on_close = on_close
+        self.ring = Ring()
+        self.ring.write(scrollback)
+        self.viewers: dict[str, Viewer] = {}
+        self.lock = threading.Condition()
+        self.closed = False
+        self.close_reason = ""
+        self.exit_code: int | None = None
+        self.input: queue.Queue[bytes | None] = queue.Queue(MAX_INPUT_QUEUE)
+        self.bytes_out = 0
+        self._threads = [
+            threading.Thread(target=self._drain, name=f"term-drain-{key[:24]}", daemon=True),
+            threading.Thread(target=self._write, name=f"term-write-{key[:24]}", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    # -- the socket side ---------------------------------------------------------------------
+    def _drain(self) -> None:
+        """Read the attach socket until EOF, whatever the viewers do."""
+        try:
+            while True:
+                packet = self.sock.recv(8193)
+                if not packet:
+                    break
+                if packet[0] in (STREAM_STDOUT, STREAM_STDERR) and len(packet) > 1:
+                    self._output(packet[1:])
+        except OSError as err:
+            log.info("%s: attach socket error: %s", self.key, err)
+        self.close("the session ended")
+
+    def _output(self, data: bytes) -> None:
+        with self.lock:
+            self.ring.write(data)
+            self.bytes_out += len(data)
+            for viewer in list(self.viewers.values()):
+                if viewer.closed:
+                    continue
+                viewer.pending.append(data)
+                viewer.pending_bytes += len(data)
+                if viewer.pending_bytes > MAX_PENDING:
+                    self._detach_locked(
+                        viewer,
+                        "the terminal fell too far behind the container's output and was detached",
+                    )
+            self.lock.notify_all()
+
+    def _write(self) -> None:
+        while True:
+            data = self.input.get()
+            if data is None:
+                return
+            try:
+                self.sock.sendall(data)
+            except OSError as err:
+                log.info("%s: input lost: %s", self.key, err)
+                return
+
+    def send_input(self, data: bytes) -> None:
+        """Queue keystrokes for the container. Raises InvalidInputError when the container
+        has stopped reading and the queue is full (the viewer is told, nothing blocks)."""
+        if self.closed:
+            raise InvalidInputError("the terminal session has ended")
+        for start in range(0, len(data), INPUT_PACKET):
+            chunk = data[start : start + INPUT_PACKET]
+            if chunk:
+                try:
+                    self.input.put_nowait(chunk)
+                except queue.Full as err:
+                    raise InvalidInputError("the container is not reading its input") from err
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self._resize is not None and not self.closed:
+            self._resize(rows, cols)
+
+    # -- viewers -----------------------------------------------------------------------------
+    def add_viewer(self, channel: str, replay: bool = True) -> None:
+        """Start sending to channel: the scrollback first (if replay), then live output."""
+        with self.lock:
+            old = self.viewers.get(channel)
+            if old is not None:
+                self._detach_locked(old, "replaced")
+            viewer = Viewer(channel)
+            if replay:
+                history = self.ring.getvalue()
+                if history:
+                    viewer.pending.append(history)
+                    viewer.pending_bytes = len(history)
+            self.viewers[channel] = viewer
+            if self.closed:
+                viewer.closed = True
+                viewer.reason = self.close_reason
+        threading.Thread(
+            target=self._send_loop, args=(viewer,), daemon=True, name=f"term-send-{channel[-12:]}"
+        ).start()
+
+    def ack(self, channel: str, nbytes: int) -> None:
+        with self.lock:
+            viewer = self.viewers.get(channel)
+            if viewer is not None:
+                viewer.in_flight = max(0, viewer.in_flight - nbytes)
+                self.lock.notify_all()
+
+    def remove_viewer(self, channel: str) -> None:
+        with self.lock:
+            viewer = self.viewers.get(channel)
+            if viewer is not None:
+                self._detach_locked(viewer, "detached", notify=False)
+
+    def _detach_locked(self, viewer: Viewer, reason: str, notify: bool = True) -> None:
+        viewer.closed = True
+        viewer.reason = reason if notify else ""
+        viewer.pending.clear()
+        viewer.pending_bytes = 0
+        self.viewers.pop(viewer.channel, None)
+        self.lock.notify_all()
+
+    def _send_loop(self, viewer: Viewer) -> None:
+        """Send this viewer its bytes in order, within its window; then say why it ended."""
+        while True:
+            with self.lock:
+                while not viewer.closed and (not viewer.pending or viewer.in_flight >= WINDOW):
+                    self.lock.wait(1.0)
+                if viewer.closed and not (self.closed and viewer.pending):
+                    break
+                chunk = self._take_locked(viewer)
+            try:
+                self.publisher.send(
+                    viewer.channel, {"type": "term.output", "session": self.key, "data": chunk}
+                )
+            except Exception as err:  # the viewer's channel is gone or stuck
+                log.info("%s: viewer %s dropped: %s", self.key, viewer.channel, err)
+                with self.lock:
+                    self._detach_locked(viewer, "", notify=False)
+                return
+        if viewer.reason:
+            try:
+                self.publisher.send(
+                    viewer.channel,
+                    {
+                        "type": "term.closed",
+                        "session": self.key,
+                        "reason": viewer.reason,
+                        "exit_code": self.exit_code,
+                    },
+                )
+            except Exception as err:
+                log.info("%s: could not tell %s it was closed: %s", self.key, viewer.channel, err)
+
+    def _take_locked(self, viewer: Viewer) -> bytes:
+        budget = min(CHUNK, max(1, WINDOW - viewer.in_flight)) if not viewer.closed else CHUNK
+        parts: list[bytes] = []
+        size = 0
+        while viewer.pending and size < budget:
+            head = viewer.pending[0]
+            room = budget - size
+            if len(head) <= room:
+                parts.append(viewer.pending.popleft())
+                size += len(head)
+            else:
+                parts.append(head[:room])
+                viewer.pending[0] = head[room:]
+                size += room
+        viewer.pending_bytes -= size
+        viewer.in_flight += size
+        return b"".join(parts)
+
+    # -- the end -----------------------------------------------------------------------------
+    def close(self, reason: str, exit_code: int | None = None) -> None:
+        """The session ended (EOF from conmon) or is being torn down. Viewers get what is
+        queued for them, then a closed message with the reason and exit code."""
+        with self.lock:
+            if exit_code is not None:
+                self.exit_code = exit_code
+            if self.closed:
+                return
+            self.closed = True
+            self.close_reason = reason
+            for viewer in list(self.viewers.values()):
+                viewer.closed = True
+                viewer.reason = reason
+            self.lock.notify_all()
+        try:
+            self.input.put_nowait(None)
+        except queue.Full:
+            pass
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        if self._on_close is not None:
+            self._on_close(self)
+
+    def set_exit_code(self, code: int | None) -> None:
+        with self.lock:
+            self.exit_code = code
+
+
+class TerminalHub:
+    """All live terminal sessions of this engine, by key ("ctr:<id>" or "exec:<id>:<exec>")."""
+
+    def __init__(self, engine: object = None) -> None:
+        self.sessions: dict[str, Session] = {}
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> Session:
+        with self.lock:
+            session = self.sessions.get(key)
+        if session is None or session.closed:
+            raise NotFoundError(f"terminal session {key[:80]} is not open")
+        return session
+
+    def find(self, key: str) -> Session | None:
+        with self.lock:
+            session = self.sessions.get(key)
+        return session if session is not None and not session.closed else None
+
+    def open(
+        self,
+        key: str,
+        connect: Callable[[], socket.socket],
+        publisher: Publisher,
+        *,
+        resize: Callable[[int, int], None] | None = None,
+        scrollback: Callable[[], bytes] | None = None,
+    ) -> Session:
+        """The session for key, connecting (and seeding its scrollback) on first use."""
+        with self.lock:
+            session = self.sessions.get(key)
+            if session is not None and not session.closed:
+                return session
+            sock = connect()
+            history = scrollback() if scrollback is not None else b""
+            session = Session(
+                key, sock, publisher, resize=resize, scrollback=history, on_close=self._forget
+            )
+            self.sessions[key] = session
+            return session
+
+    def _forget(self, session: Session) -> None:
+        with self.lock:
+            if self.sessions.get(session.key) is session:
+                del self.sessions[session.key]
+
+    def close_all(self, reason: str = "the engine is stopping") -> None:
+        with self.lock:
+            sessions = list(self.sessions.values())
+        for session in sessions:
+            session.close(reason)

@@ -1,0 +1,140 @@
+"""The terminal hub against a SOCK_SEQPACKET pair standing in for conmon's attach socket
+(same framing: one stream byte, then up to 8192 bytes). The real conmon is exercised by the
+runtime and terminal integration tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from engine import terminal
+from engine.errors import InvalidInputError
+from engine.terminal import Session
+
+
+class Viewers:
+    """A publisher that plays the web's terminal consumers: keeps what each channel got and
+    acknowledges it, unless the channel is 'stalled' (a browser that stopped reading)."""
+
+    def __init__(self) -> None:
+        self.got: dict[str, bytearray] = {}
+        self.closed: dict[str, dict[str, Any]] = {}
+        self.stalled: set[str] = set()
+        self.session: Session | None = None
+        self.lock = threading.Lock()
+
+    def publish(self, group: str, event: dict[str, Any]) -> None:
+        pass
+
+    def send(self, channel: str, event: dict[str, Any]) -> None:
+        if event["type"] == "term.closed":
+            self.closed[channel] = event
+            return
+        with self.lock:
+            self.got.setdefault(channel, bytearray()).extend(event["data"])
+        if channel not in self.stalled and self.session is not None:
+            self.session.ack(channel, len(event["data"]))
+
+    def text(self, channel: str) -> bytes:
+        with self.lock:
+            return bytes(self.got.get(channel, b""))
+
+
+@pytest.fixture
+def pair() -> Any:
+    ours, conmon = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    yield ours, conmon
+    conmon.close()
+
+
+def start(ours: socket.socket, viewers: Viewers, **kw: Any) -> Session:
+    session = Session("test:one", ours, viewers, **kw)
+    viewers.session = session
+    return session
+
+
+def emit(conmon: socket.socket, data: bytes) -> None:
+    for i in range(0, len(data), 8192):
+        conmon.send(b"\x02" + data[i : i + 8192])
+
+
+def wait_for(cond: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_it_delivers_every_byte_in_order(pair: Any) -> None:
+    ours, conmon = pair
+    viewers = Viewers()
+    session = start(ours, viewers)
+    session.add_viewer("a!1")
+    expected = b"".join(b"%d\n" % i for i in range(200_000))
+    writer = threading.Thread(target=emit, args=(conmon, expected))
+    writer.start()
+    writer.join()
+    wait_for(lambda: len(viewers.text("a!1")) >= len(expected))
+    assert viewers.text("a!1") == expected
+    session.close("test over")
+
+
+def test_a_stalled_viewer_does_not_stop_the_others(pair: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(terminal, "MAX_PENDING", 256 * 1024)
+    ours, conmon = pair
+    viewers = Viewers()
+    viewers.stalled.add("slow!1")
+    session = start(ours, viewers)
+    session.add_viewer("fast!1")
+    session.add_viewer("slow!1")
+    payload = b"x" * (4 * 1024 * 1024)
+    emit(conmon, payload)  # would block after ~10 packets if nobody drained the socket
+    wait_for(lambda: len(viewers.text("fast!1")) >= len(payload))
+    assert viewers.text("fast!1") == payload
+    wait_for(lambda: "slow!1" in viewers.closed)
+    assert "too far behind" in viewers.closed["slow!1"]["reason"]
+    assert len(viewers.text("slow!1")) <= terminal.WINDOW
+    assert "slow!1" not in session.viewers
+    session.close("test over")
+
+
+def test_it_drains_with_nobody_watching_and_replays_the_scrollback(pair: Any) -> None:
+    ours, conmon = pair
+    viewers = Viewers()
+    session = start(ours, viewers, scrollback=b"from the log\r\n")
+    emit(conmon, b"y" * 1_000_000 + b"the end")
+    wait_for(lambda: session.bytes_out >= 1_000_007)
+    session.add_viewer("late!1")
+    wait_for(lambda: viewers.text("late!1").endswith(b"the end"))
+    assert len(viewers.text("late!1")) == terminal.SCROLLBACK
+    session.close("test over")
+
+
+def test_input_goes_out_in_conmon_sized_packets(pair: Any) -> None:
+    ours, conmon = pair
+    session = start(ours, Viewers())
+    session.send_input(b"a" * 70_000)
+    sizes: list[int] = []
+    while sum(sizes) < 70_000:
+        sizes.append(len(conmon.recv(65536)))
+    assert sizes == [32768, 32768, 4464]
+    session.close("test over")
+
+
+def test_eof_closes_the_session_and_tells_viewers_the_exit_code(pair: Any) -> None:
+    ours, conmon = pair
+    viewers = Viewers()
+    session = start(ours, viewers)
+    session.add_viewer("a!1")
+    emit(conmon, b"bye\r\n")
+    wait_for(lambda: viewers.text("a!1") == b"bye\r\n")
+    session.set_exit_code(7)
+    conmon.close()
+    wait_for(lambda: "a!1" in viewers.closed)
+    assert viewers.closed["a!1"]["exit_code"] == 7
+    with pytest.raises(InvalidInputError):
+        session.send_input(b"ls\n")

@@ -1,0 +1,163 @@
+"""/ws/containers/<id>/terminal/ and /ws/containers/<id>/exec/<exec>/: a browser terminal.
+
+Frames from the browser: binary = keystrokes (at most 64 KiB, rate-limited); text = JSON
+control, only {"type": "resize", "cols": C, "rows": R}. Anything else closes the socket with
+code 4400 and a reason. Frames to the browser: binary = terminal output, in order; text = JSON
+{"type": "attached"|"exit"|"error", ...}.
+
+The engine sends output to this consumer's channel with flow control: the consumer acknowledges
+what it has handed to the websocket, so a browser that keeps up gets every byte and one that
+cannot is detached by the engine with a message (engine/terminal.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from engine.api.terminal import MAX_COLS, MAX_INPUT, MAX_ROWS, TERM_TYPE
+from engine.errors import EngineError, NotFoundError
+from engine.rpc import engine_channel
+from webui import engine_client
+from webui.access import user_owns_container
+from webui.consumers.base import (
+    CLOSE_BAD_MESSAGE,
+    CLOSE_FORBIDDEN,
+    CLOSE_NOT_FOUND,
+    AuthedJsonConsumer,
+)
+
+ACK_EVERY = 256 * 1024
+MAX_CONTROL = 4096
+INPUT_RATE, INPUT_BURST = 200.0, 400.0  # messages per second (paste is one message)
+CLOSE_TOO_BIG = 1009
+CLOSE_RATE = 4429
+ID_RE = re.compile(r"^[0-9a-f]{64}$")
+EXEC_RE = re.compile(r"^[0-9a-f]{16,64}$")
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class TerminalConsumer(AuthedJsonConsumer):
+    session_key = ""
+
+    async def authed_connect(self) -> None:
+        kwargs = self.scope["url_route"]["kwargs"]
+        container_id, exec_id = kwargs.get("container_id", ""), kwargs.get("exec_id")
+        await self.accept()
+        if not ID_RE.match(container_id) or (exec_id is not None and not EXEC_RE.match(exec_id)):
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        if not await user_owns_container(self.user, container_id):
+            # Same answer for "not yours" and "does not exist": ids are not an oracle.
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.node = engine_client.node_name()
+        self.unacked = 0
+        self.bucket = TokenBucket(INPUT_RATE, INPUT_BURST)
+        args: dict[str, Any] = {"container": container_id, "viewer": self.channel_name}
+        if exec_id:
+            args["exec"] = exec_id
+        try:
+            result = await engine_client.call("term.attach", args, user=self.user, timeout=10)
+        except EngineError as err:
+            await self.send_json({"type": "error", "message": err.message, "code": err.code})
+            await self.close(code=CLOSE_NOT_FOUND if isinstance(err, NotFoundError) else 4409)
+            return
+        self.session_key = str(result["session"])
+        await self.send_json(
+            {"type": "attached", "session": self.session_key, "tty": result.get("tty", True)}
+        )
+
+    async def disconnect(self, code: int) -> None:
+        if self.session_key:
+            await self._to_engine({"op": "detach", "viewer": self.channel_name})
+            self.session_key = ""
+        await super().disconnect(code)
+
+    async def _to_engine(self, message: dict[str, Any]) -> None:
+        try:
+            await self.channel_layer.send(
+                engine_channel(self.node),
+                {"type": TERM_TYPE, "session": self.session_key} | message,
+            )
+        except Exception:
+            await self.send_json({"type": "error", "message": "engine offline"})
+
+    # -- from the browser --------------------------------------------------------------------
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        if not self.session_key:
+            return
+        if bytes_data is not None:
+            await self._input(bytes_data)
+        elif text_data is not None:
+            await self._control(text_data)
+
+    async def _input(self, data: bytes) -> None:
+        if len(data) > MAX_INPUT:
+            await self.close(code=CLOSE_TOO_BIG, reason="input frame larger than 64 KiB")
+            return
+        if not self.bucket.take():
+            await self.close(code=CLOSE_RATE, reason="too many messages")
+            return
+        if data:  # an empty packet would mean EOF to conmon
+            await self._to_engine({"op": "input", "viewer": self.channel_name, "data": data})
+
+    async def _control(self, text: str) -> None:
+        if len(text) > MAX_CONTROL:
+            await self.close(code=CLOSE_TOO_BIG, reason="control message too large")
+            return
+        try:
+            message = json.loads(text)
+        except ValueError:
+            await self.close(code=CLOSE_BAD_MESSAGE, reason="control frames must be JSON")
+            return
+        if not isinstance(message, dict) or message.get("type") != "resize":
+            await self.close(code=CLOSE_BAD_MESSAGE, reason="unknown control message")
+            return
+        rows, cols = message.get("rows"), message.get("cols")
+        if not (_in_range(rows, MAX_ROWS) and _in_range(cols, MAX_COLS)):
+            await self.close(
+                code=CLOSE_BAD_MESSAGE, reason=f"resize: rows 1-{MAX_ROWS}, cols 1-{MAX_COLS}"
+            )
+            return
+        if not self.bucket.take():
+            await self.close(code=CLOSE_RATE, reason="too many messages")
+            return
+        await self._to_engine({"op": "resize", "rows": rows, "cols": cols})
+
+    # -- from the engine ---------------------------------------------------------------------
+    async def term_output(self, event: dict[str, Any]) -> None:
+        data = event.get("data", b"")
+        await self.send(bytes_data=data)
+        self.unacked += len(data)
+        if self.unacked >= ACK_EVERY:
+            nbytes, self.unacked = self.unacked, 0
+            await self._to_engine({"op": "ack", "viewer": self.channel_name, "bytes": nbytes})
+
+    async def term_closed(self, event: dict[str, Any]) -> None:
+        await self.send_json(
+            {"type": "exit", "code": event.get("exit_code"), "reason": event.get("reason", "")}
+        )
+        self.session_key = ""
+        await self.close(code=1000)
+
+
+def _in_range(value: Any, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= hi
