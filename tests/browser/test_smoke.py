@@ -1,0 +1,66 @@
+"""The base page as a person sees it: log in, see the navigation and the engine online; stop
+the engine and the badge says offline by itself; it comes back by itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import needs_chromium
+from tests.conftest import requires
+from tests.stack.stackrun import Stack
+
+pytestmark = [
+    pytest.mark.browser,
+    needs_chromium,
+    requires(os.geteuid() == 0, "the stack's engine worker must run as root"),
+]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    s = Stack(restart_delay=4).start()
+    yield s
+    s.stop()
+
+
+def test_it_logs_in_and_follows_the_engine(stack: Stack, browser: Any, shots: Any) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(stack.url + "/containers/")
+    shots(page, "login")
+    page.get_by_label("User name").fill("admin")
+    page.get_by_label("Password").fill(stack.password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/containers/")
+    badge = page.locator("#engine-status")
+    badge.locator("text=engine online").wait_for(timeout=10_000)
+    assert "runc" in page.locator("#node-info").inner_text()
+    shots(page, "containers-online")
+
+    os.kill(stack.pid("engine"), signal.SIGKILL)
+    badge.locator("text=engine offline").wait_for(timeout=5_000)
+    shots(page, "engine-offline")
+    badge.locator("text=engine online").wait_for(timeout=20_000)
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+    context.close()
+
+
+def test_it_fits_a_phone_width(stack: Stack, browser: Any, shots: Any) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(stack.url + "/login/")
+    page.get_by_label("User name").fill("admin")
+    page.get_by_label("Password").fill(stack.password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/containers/")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390
+    shots(page, "phone")
+    context.close()
