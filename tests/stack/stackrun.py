@@ -113,7 +113,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 code = self.proc.wait(10)
-        for name in ("engine", "web", "redis"):
+        for name in ("engine", "web", "redis", "registry"):
             with contextlib.suppress(OSError, ValueError):
                 os.kill(self.pid(name), signal.SIGKILL)
         shutil.rmtree(self.tmp, ignore_errors=True)
