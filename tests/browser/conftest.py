@@ -29,8 +29,10 @@ CHROMIUM_ARGS = [
 needs_chromium = requires(os.path.exists(CHROMIUM), "Debian's chromium is not installed")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API keeps an event loop running while it is open,
+    which the asyncio tests of other modules must not inherit."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
