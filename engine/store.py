@@ -9,21 +9,38 @@
 Commits are atomic: a layer is extracted into <root>/tmp/<x>/ and renamed into layers/ only
 when complete and verified; records are written with engine.atomic. Images share layers
 through their chain ids.
+
+Every <root>/tmp/<x> made by tmp_dir() is flock()ed by the process that made it until it is
+committed, discarded or that process dies (even by SIGKILL), so sweep_tmp() (at worker start
+and before CLI pulls) removes abandoned work only, never another process's work in progress.
+Removing an image deletes its record; gc() then deletes layers and blobs no image and no
+container refers to. gc() holds the "gc" lock exclusively and pulls hold it shared, so a
+layer a pull just committed (before its image record exists) is never collected.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine import atomic, digests
 from engine.core import Engine
-from engine.errors import ImageNotFoundError, InvalidInputError
+from engine.errors import ImageNotFoundError, InvalidImageError, InvalidInputError
+from engine.locks import LockTimeoutError, locked
+from engine.rpc import Context, on_startup
+
+log = logging.getLogger("gantry.engine.store")
 
 
 @dataclass
@@ -36,6 +53,9 @@ class LayerRecord:
     blob_digest: str = ""  # the (compressed) blob it was extracted from, if any
     media_type: str = ""
     created: float = field(default_factory=time.time)
+    compressed_size: int = 0  # bytes of the blob
+    files: int = 0  # regular files among the entries
+    tar_size: int = 0  # bytes of the uncompressed tar
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LayerRecord:
@@ -57,6 +77,9 @@ class ImageRecord:
     manifest_chain: list[dict[str, Any]] = field(default_factory=list)
     size: int = 0
     pulled: float = field(default_factory=time.time)
+    platform: str = ""  # "linux/amd64"
+    media_type: str = ""  # of the image manifest
+    source: str = ""  # "registry" | "oci-layout" | "docker-archive" | ...
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageRecord:
@@ -72,11 +95,21 @@ class ImageRecord:
         return str(self.config.get("created", ""))
 
 
+@dataclass
+class GcResult:
+    layers: list[str] = field(default_factory=list)
+    blobs: list[str] = field(default_factory=list)
+    skipped: bool = False  # another operation held the store (a pull): try later
+
+
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.root = Path(engine.config.root)
         for sub in ("blobs/sha256", "layers", "images", "tmp"):
             (self.root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # tmp dirs this process holds: path -> fd carrying the flock
+        self._held: dict[Path, int] = {}
+        self._held_lock = threading.Lock()
 
     # -- paths -------------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
@@ -92,8 +125,92 @@ class Store:
         return self.root / "images" / f"{digests.hex_of(image_id)}.json"
 
     def tmp_dir(self, prefix: str) -> Path:
-        """A fresh private directory under <root>/tmp (swept at start if abandoned)."""
-        return Path(tempfile.mkdtemp(prefix=f"{prefix}.", dir=self.root / "tmp"))
+        """A fresh private directory under <root>/tmp (swept at start if abandoned). It stays
+        locked by this process until committed, discard()ed or renamed away."""
+        self._prune_held()
+        path = Path(tempfile.mkdtemp(prefix=f"{prefix}.", dir=self.root / "tmp"))
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._held_lock:
+            self._held[path] = fd
+        return path
+
+    def _release(self, path: Path) -> None:
+        with self._held_lock:
+            fd = self._held.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _prune_held(self) -> None:
+        """Drop the locks of tmp dirs that were renamed away or deleted by their users."""
+        with self._held_lock:
+            gone = [p for p in self._held if not p.exists()]
+            for path in gone:
+                os.close(self._held.pop(path))
+
+    def discard(self, path: Path) -> None:
+        """Delete a tmp_dir() and release it."""
+        shutil.rmtree(path, ignore_errors=True)
+        self._release(path)
+
+    @contextlib.contextmanager
+    def work_dir(self, prefix: str) -> Iterator[Path]:
+        """tmp_dir() that is deleted on the way out unless it was committed (renamed away)."""
+        path = self.tmp_dir(prefix)
+        try:
+            yield path
+        finally:
+            self.discard(path)
+
+    def sweep_tmp(self) -> int:
+        """Remove abandoned work under <root>/tmp (entries no live process holds locked)."""
+        removed = 0
+        tmp = self.root / "tmp"
+        for entry in sorted(tmp.iterdir()) if tmp.is_dir() else []:
+            try:
+                fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                fd = -1
+            try:
+                if fd >= 0:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # someone is working in it
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed += 1
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        if removed:
+            log.info("swept %d abandoned entries from %s", removed, tmp)
+        return removed
+
+    # -- blobs -------------------------------------------------------------------------------
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def write_blob(self, data: bytes, digest: str | None = None) -> str:
+        """Store verified content under its digest (checked against ``digest`` if given)."""
+        actual = digests.of_bytes(data)
+        if digest is not None and actual != digests.check(digest):
+            raise InvalidImageError(f"blob {digest}: digest mismatch (got {actual})")
+        path = self.blob_path(actual)
+        if not path.is_file():
+            atomic.write_bytes(path, data)
+        return actual
+
+    def read_blob(self, digest: str) -> bytes:
+        try:
+            data = self.blob_path(digest).read_bytes()
+        except FileNotFoundError as err:
+            raise ImageNotFoundError(f"blob {digest} not in the store") from err
+        if digests.of_bytes(data) != digest:
+            raise InvalidImageError(f"blob {digest}: corrupt in the store")
+        return data
 
     # -- layers ------------------------------------------------------------------------------
     def has_layer(self, chain_id: str) -> bool:
@@ -113,14 +230,16 @@ class Store:
         if not (work / "diff").is_dir():
             raise InvalidInputError(f"commit layer {record.chain_id}: no diff dir in {work}")
         atomic.write_json(work / "layer.json", asdict(record))
+        os.chmod(work, 0o700)  # setuid binaries inside: nobody but root may traverse
         target = self.layer_path(record.chain_id)
         try:
             os.rename(work, target)
         except OSError:
             if self.has_layer(record.chain_id):
-                shutil.rmtree(work, ignore_errors=True)
+                self.discard(work)
                 return self.get_layer(record.chain_id)
             raise
+        self._release(work)
         atomic.fsync_dir(target.parent)
         return record
 
@@ -177,3 +296,91 @@ class Store:
     def image_layer_dirs(self, image: ImageRecord) -> list[Path]:
         """The diff dirs of an image, bottom to top."""
         return [self.layer_diff(c) for c in image.layers]
+
+    def containers_using(self, image_id: str) -> list[str]:
+        """Names (or ids) of containers whose record names this image."""
+        out = []
+        for record in self._container_records():
+            if record.get("image_id") == image_id:
+                out.append(str(record.get("name") or record.get("id") or "?"))
+        return out
+
+    def _container_records(self) -> list[dict[str, Any]]:
+        out = []
+        for path in (self.root / "containers").glob("*/container.json"):
+            try:
+                data = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict):
+                out.append(data)
+        return out
+
+    def remove_image_record(self, image_id: str) -> None:
+        """Delete the record (the image's layers and blobs go at the next gc())."""
+        with locked(self.root, "image", digests.hex_of(image_id)):
+            try:
+                self.image_path(image_id).unlink()
+            except FileNotFoundError as err:
+                raise ImageNotFoundError(f"image {image_id}: not known") from err
+            atomic.fsync_dir(self.image_path(image_id).parent)
+
+    def gc(self, *, wait: float = 0.0) -> GcResult:
+        """Delete layers and blobs that no image record and no container refers to. Skipped
+        (``skipped``) when a pull holds the store and ``wait`` runs out."""
+        result = GcResult()
+        try:
+            with locked(self.root, "gc", "store", timeout=wait):
+                self._collect(result)
+        except LockTimeoutError:
+            result.skipped = True
+        return result
+
+    def _collect(self, result: GcResult) -> None:
+        images = self.list_images()
+        keep_layers = {c for image in images for c in image.layers}
+        keep_blobs = {
+            str(doc.get("digest"))
+            for image in images
+            for doc in image.manifest_chain
+            if doc.get("kind") in ("index", "manifest", "config")
+        }
+        for record in self._container_records():
+            layers = record.get("layers")
+            if isinstance(layers, list):
+                keep_layers.update(str(c) for c in layers)
+        trash: Path | None = None
+        for entry in sorted((self.root / "layers").iterdir()):
+            chain = f"sha256:{entry.name}"
+            if chain in keep_layers or not digests.HEX_RE.match(entry.name):
+                continue
+            if trash is None:
+                trash = self.tmp_dir("gc")
+            # Rename first: layers/ never shows a half-deleted layer.
+            os.rename(entry, trash / entry.name)
+            result.layers.append(chain)
+        for entry in sorted((self.root / "blobs" / "sha256").iterdir()):
+            digest = f"sha256:{entry.name}"
+            if digest not in keep_blobs and digests.HEX_RE.match(entry.name):
+                entry.unlink(missing_ok=True)
+                result.blobs.append(digest)
+        if trash is not None:
+            atomic.fsync_dir(self.root / "layers")
+            self.discard(trash)
+        if result.layers or result.blobs:
+            log.info("gc: %d layers, %d blobs", len(result.layers), len(result.blobs))
+
+    @contextlib.contextmanager
+    def pulling(self) -> Iterator[None]:
+        """Held (shared) by a pull from its first layer to its image record: gc() waits."""
+        with locked(self.root, "gc", "store", shared=True, timeout=3600):
+            yield
+
+
+@on_startup
+def sweep_at_startup(ctx: Context) -> None:
+    """Partial downloads and extractions of a crashed engine are never referenced: delete
+    them, then collect what no image refers to any more."""
+    store = ctx.engine.get(Store)
+    store.sweep_tmp()
+    store.gc()

@@ -129,3 +129,13 @@ def admin_user_(django_user_model: Any) -> Any:
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+# Real registries for the pull tests (docker-registry on loopback; see tests/registry.py).
+from tests.registry import (  # noqa: E402, F401
+    auth_registry,
+    pushed_images,
+    registry,
+    registry_workdir,
+    token_registry,
+)

@@ -18,3 +18,39 @@ def owns_container(user: Any, container_id: str) -> bool:
 
 
 user_owns_container = database_sync_to_async(owns_container)
+
+
+def get_container_for_user(user: Any, container_id: str) -> Ownership:
+    """The ownership record of a container the user may touch (their own, or any for an
+    admin). Http404 otherwise: another user's container does not exist for them."""
+    from django.http import Http404
+
+    from engine.validate import CONTAINER_ID_RE
+
+    if not getattr(user, "is_authenticated", False) or not CONTAINER_ID_RE.match(container_id):
+        raise Http404("no such container")
+    found = Ownership.objects.filter(container_id=container_id).select_related("owner").first()
+    if found is None and user.is_superuser:
+        # made outside the web (the CLI): an admin may still look, on this web's node
+        from webui.engine_client import node_name
+
+        return Ownership(container_id=container_id, node=node_name())
+    if found is None or not (user.is_superuser or found.owner_id == user.pk):
+        raise Http404("no such container")
+    return found
+
+
+aget_container_for_user = database_sync_to_async(get_container_for_user)
+
+
+def visible_containers(user: Any) -> list[Ownership]:
+    """The ownership records a user may see: their own, or every one for an admin."""
+    if not getattr(user, "is_authenticated", False):
+        return []
+    rows = Ownership.objects.select_related("owner").order_by("-created_at")
+    if not user.is_superuser:
+        rows = rows.filter(owner=user)
+    return list(rows)
+
+
+avisible_containers = database_sync_to_async(visible_containers)

@@ -71,7 +71,10 @@ async def call(
         raise EngineOfflineError("no channel layer configured")
     node = node_name(node)
     timeout = settings.GANTRY_RPC_TIMEOUT if timeout is None else timeout
-    reply_to = await layer.new_channel("engine-reply.")
+    # The default prefix on purpose: channels_redis serves every process-local channel that
+    # shares a prefix from one Redis key; a second prefix waits behind the websocket
+    # consumers' receive (about a heartbeat, 1 s, per call).
+    reply_to = await layer.new_channel()
     request_id = await _send_request(layer, node, op, args, user, reply_to)
     deadline = time.monotonic() + timeout
     while True:
@@ -112,7 +115,7 @@ async def stream(
     if layer is None:
         raise EngineOfflineError("no channel layer configured")
     node = node_name(node)
-    reply_to = await layer.new_channel("engine-stream.")
+    reply_to = await layer.new_channel()  # the default prefix: see call()
     request_id = await _send_request(layer, node, op, args, user, reply_to)
     first = settings.GANTRY_RPC_TIMEOUT if timeout is None else timeout
     wait = first

@@ -1,3 +1,233 @@
-"""containers.* verbs (see engine/rpc.py for how a verb is registered)."""
+"""container.* verbs of storage: create, list, inspect, mount, unmount, diff, remove, storage.
+
+    container.create   {image, name?, command?, entrypoint?, env?, workdir?, user?, tty?,
+                        interactive?, volumes?: ["SRC:DST[:ro]"], hostname?}   -> ps row + Id
+    container.list     {ids?: [id]}                  -> [ps row]   (podman ps -a --format json)
+    container.inspect  {id}                          -> podman inspect
+    container.mount    {id}                          -> {path, mount_count}
+    container.unmount  {id, force?}                  -> {mount_count, mounted}
+    container.diff     {id}                          -> [{kind: A|C|D, path}]
+    container.remove   {id, force?}                  -> {id, name}
+    container.storage  {id}                          -> the layer stack, overlay options, mountinfo
+
+``id`` is a full id, a name or a unique id prefix. The runtime's verbs (start, stop, ...) live
+in engine/api/runtime.py.
+"""
 
 from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from engine import diff, mounts
+from engine.containers import (
+    ContainerRecord,
+    Containers,
+    CreateOptions,
+    ps_json,
+    publish_container_event,
+)
+from engine.errors import InvalidInputError, NotFoundError
+from engine.rpc import Context, on_startup, op
+from engine.store import Store
+from engine.validate import CONTAINER_ID_RE, NAME_RE, Args
+from engine.volumes import parse_volume
+
+MAX_DU_ENTRIES = 200_000
+
+
+def record_of(ctx: Context, args: Args, key: str = "id") -> ContainerRecord:
+    """The container an argument names (full id, name, or unique id prefix)."""
+    return ctx.engine.get(Containers).get(args.get_str(key, required=True, max_len=128))
+
+
+@op("container.create")
+def create(ctx: Context, args: Args) -> dict[str, Any]:
+    image = args.get_str("image", required=True, max_len=512)
+    name = args.get_str("name", default="", max_len=128)
+    entrypoint_raw = args.raw("entrypoint")
+    entrypoint: list[str] | None = None
+    if entrypoint_raw is not None:
+        entrypoint = args.get_str_list("entrypoint", max_items=256)
+    options = CreateOptions(
+        command=args.get_str_list("command", max_items=256),
+        entrypoint=entrypoint,
+        env=args.get_str_list("env", max_items=1024),
+        workdir=args.get_str("workdir", default="", max_len=4096),
+        user=args.get_str("user", default="", max_len=130),
+        tty=args.get_bool("tty"),
+        interactive=args.get_bool("interactive"),
+        volumes=[parse_volume(v) for v in args.get_str_list("volumes", max_items=64)],
+        hostname=args.get_str("hostname", default="", max_len=64),
+    )
+    args.done()
+    if name and not NAME_RE.match(name):
+        raise InvalidInputError(f"name {name[:80]!r}: letters, digits, '_', '.', '-'")
+    record = ctx.engine.get(Containers).create(options, image, name, publisher=ctx.publisher)
+    return ps_json(record)
+
+
+@op("container.list")
+def list_(ctx: Context, args: Args) -> list[dict[str, Any]]:
+    ids = args.get_str_list("ids", max_items=10000, max_len=64)
+    args.done()
+    containers = ctx.engine.get(Containers)
+    records = containers.list()
+    if args.raw("ids") is not None:
+        wanted = {i for i in ids if CONTAINER_ID_RE.match(i)}
+        records = [r for r in records if r.id in wanted]
+    return [ps_json(containers.synced(r)) for r in records]
+
+
+@op("container.inspect")
+def inspect(ctx: Context, args: Args) -> dict[str, Any]:
+    record = record_of(ctx, args)
+    args.done()
+    containers = ctx.engine.get(Containers)
+    return containers.inspect(containers.synced(record))
+
+
+@op("container.mount")
+def mount(ctx: Context, args: Args) -> dict[str, Any]:
+    record = record_of(ctx, args)
+    args.done()
+    containers = ctx.engine.get(Containers)
+    path = containers.mount(record.id, publisher=ctx.publisher)
+    return {"path": str(path), "mount_count": containers.load(record.id).mount_count}
+
+
+@op("container.unmount")
+def unmount(ctx: Context, args: Args) -> dict[str, Any]:
+    record = record_of(ctx, args)
+    force = args.get_bool("force")
+    args.done()
+    containers = ctx.engine.get(Containers)
+    after = containers.unmount(record.id, force=force, publisher=ctx.publisher)
+    return {"mount_count": after.mount_count, "mounted": containers.is_mounted(record.id)}
+
+
+def changes(ctx: Context, record: ContainerRecord) -> list[diff.Change]:
+    containers = ctx.engine.get(Containers)
+    layers: list[tuple[str, Path]] = [(diff.UPPER, containers.paths(record.id).upper)]
+    lowers = containers.lower_dirs(record)
+    layers += [(str(i), p) for i, p in reversed(list(enumerate(lowers)))]
+    with diff.LayerView(layers) as view:
+        return diff.changes(view)
+
+
+@op("container.diff")
+def diff_(ctx: Context, args: Args) -> list[dict[str, str]]:
+    record = record_of(ctx, args)
+    args.done()
+    return [{"kind": c.kind, "path": c.path} for c in changes(ctx, record)]
+
+
+@op("container.remove")
+def remove(ctx: Context, args: Args) -> dict[str, Any]:
+    record = record_of(ctx, args)
+    force = args.get_bool("force")
+    args.done()
+    removed = ctx.engine.get(Containers).remove(record.id, force=force, publisher=ctx.publisher)
+    return {"id": removed.id, "name": removed.name}
+
+
+def disk_usage(path: Path, limit: int = MAX_DU_ENTRIES) -> tuple[int, int, bool]:
+    """(bytes of regular files, entries, complete?) below path, never following symlinks."""
+    total, count = 0, 0
+    stack = [os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+    try:
+        while stack:
+            fd = stack.pop()
+            try:
+                with os.scandir(fd) as it:
+                    for entry in it:
+                        count += 1
+                        if count > limit:
+                            return total, count, False
+                        st = entry.stat(follow_symlinks=False)
+                        if stat.S_ISREG(st.st_mode):
+                            total += st.st_size
+                        elif stat.S_ISDIR(st.st_mode):
+                            try:
+                                stack.append(
+                                    os.open(
+                                        entry.name,
+                                        os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                        dir_fd=fd,
+                                    )
+                                )
+                            except OSError:
+                                continue
+            finally:
+                os.close(fd)
+    finally:
+        for fd in stack:
+            os.close(fd)
+    return total, count, True
+
+
+@op("container.storage")
+def storage(ctx: Context, args: Args) -> dict[str, Any]:
+    """What the Storage tab draws: the image's layers (bottom first) with sizes, the upper,
+    work and merged dirs, the overlay options and command line, and what the kernel shows."""
+    record = record_of(ctx, args)
+    args.done()
+    containers = ctx.engine.get(Containers)
+    store = ctx.engine.get(Store)
+    paths = containers.paths(record.id)
+    layers = []
+    for i, chain in enumerate(record.layers):
+        try:
+            layer = store.get_layer(chain)
+            size, diff_id, entries = layer.size, layer.diff_id, layer.entries
+        except NotFoundError:
+            size, diff_id, entries = 0, "", 0
+        layers.append(
+            {
+                "index": i,
+                "chain_id": chain,
+                "diff_id": diff_id,
+                "size": size,
+                "entries": entries,
+                "path": str(store.layer_diff(chain)),
+            }
+        )
+    upper_size, upper_entries, complete = disk_usage(paths.upper)
+    overlay = containers.overlay(record)
+    found = mounts.mounts_at(paths.merged)
+    return {
+        "id": record.id,
+        "name": record.name,
+        "state": record.state,
+        "layers": layers,
+        "upper": {
+            "path": str(paths.upper),
+            "size": upper_size,
+            "entries": upper_entries,
+            "complete": complete,
+        },
+        "work": str(paths.work),
+        "merged": str(paths.merged),
+        "mounted": bool(found),
+        "mount_count": record.mount_count,
+        "runtime_mounted": record.runtime_mounted,
+        "options": overlay.option_string(),
+        "flags": mounts.MOUNT_FLAGS,
+        "command": overlay.command_line(),
+        "mountinfo": [m.line for m in found],
+        "findmnt": [m.findmnt() for m in found],
+    }
+
+
+@on_startup
+def reconcile_mounts(ctx: Context) -> None:
+    """After a restart or a reboot: records and the kernel's mount table agree again."""
+    changed = ctx.engine.get(Containers).reconcile_mounts()
+    for name in changed:
+        try:
+            record = ctx.engine.get(Containers).get(name)
+        except NotFoundError:
+            continue
+        publish_container_event(ctx, record, "reconcile")

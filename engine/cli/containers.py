@@ -1,9 +1,263 @@
-"""CLI verbs of the containers domain."""
+"""CLI verbs of container storage, with podman's words, flags and output:
+
+create [--name N] [-v SRC:DST[:ro]] [-e K=V] [-w DIR] [-u USER] [--entrypoint E] [-t] [-i]
+       IMAGE [CMD...]                         prints the new container's id
+mount [NAME...]                               prints the merged path (no NAME: list mounts)
+unmount|umount [-f] [-a] NAME...
+diff [--format json] NAME                     A /path, C /path, D /path
+cp SRC DST                                    either side NAME:/path
+ps [-a] [-q] [--format json]
+inspect NAME...                               podman inspect's JSON
+rm [-f] NAME...
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+import time
 from typing import Any
+
+from engine import transfer
+from engine.cli.output import add_format, print_json, print_table
+from engine.containers import (
+    ACTIVE_STATES,
+    Containers,
+    CreateOptions,
+    created_text,
+    effective_command,
+    ps_json,
+    status_text,
+)
+from engine.core import Engine
+from engine.errors import EngineError, InvalidInputError
+from engine.validate import NAME_RE
+from engine.volumes import parse_volume
+
+
+def _register_hooks() -> None:
+    """Other modules' hooks (the runtime's pre-remove and sync) register when imported."""
+    import engine.api  # noqa: F401
+
+
+def parse_entrypoint(value: str | None) -> list[str] | None:
+    """podman's --entrypoint: a JSON array, or one command string ("" clears it)."""
+    if value is None:
+        return None
+    if value.startswith("["):
+        try:
+            parsed = json.loads(value)
+        except ValueError as err:
+            raise InvalidInputError(f"--entrypoint {value[:80]!r}: not a JSON array") from err
+        if not isinstance(parsed, list) or not all(isinstance(x, str) for x in parsed):
+            raise InvalidInputError("--entrypoint: must be a JSON array of strings")
+        return parsed
+    return [value] if value else []
+
+
+def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
+    options = CreateOptions(
+        command=list(args.command),
+        entrypoint=parse_entrypoint(args.entrypoint),
+        env=list(args.env),
+        workdir=args.workdir or "",
+        user=args.user or "",
+        tty=args.tty,
+        interactive=args.interactive,
+        volumes=[parse_volume(v) for v in args.volume],
+        hostname=args.hostname or "",
+    )
+    record = engine.get(Containers).create(options, args.image, args.name or "")
+    print(record.id)
+    return 0
+
+
+def cmd_mount(engine: Engine, args: argparse.Namespace) -> int:
+    containers = engine.get(Containers)
+    if not args.names:
+        for record in containers.list():
+            if record.mount_count > 0 and containers.is_mounted(record.id):
+                print(f"{record.short_id}  {containers.paths(record.id).merged}")
+        return 0
+    for name in args.names:
+        record = containers.get(name)
+        print(containers.mount(record.id))
+    return 0
+
+
+def cmd_unmount(engine: Engine, args: argparse.Namespace) -> int:
+    containers = engine.get(Containers)
+    if args.all:
+        records = [r for r in containers.list() if r.mount_count > 0]
+    elif args.names:
+        records = [containers.get(n) for n in args.names]
+    else:
+        raise InvalidInputError("unmount: give a container name or --all")
+    status = 0
+    for record in records:
+        try:
+            containers.unmount(record.id, force=args.force)
+            print(record.id)
+        except EngineError as err:
+            print(f"Error: {err.message}", file=sys.stderr)
+            status = 125
+    return status
+
+
+def cmd_diff(engine: Engine, args: argparse.Namespace) -> int:
+    from engine.api.containers import changes
+    from engine.rpc import Context
+
+    record = engine.get(Containers).get(args.name)
+    found = changes(Context(engine), record)
+    if args.format == "json":
+        print_json(
+            {
+                "changed": [c.path for c in found if c.kind == "C"],
+                "added": [c.path for c in found if c.kind == "A"],
+                "deleted": [c.path for c in found if c.kind == "D"],
+            }
+        )
+        return 0
+    for change in found:
+        print(change.line())
+    return 0
+
+
+def split_cp_arg(arg: str) -> tuple[str | None, str]:
+    """ "NAME:/path" -> (NAME, "/path"); a host path (no colon before the first slash, or a
+    leading "." or "/") -> (None, arg)."""
+    head, sep, tail = arg.partition(":")
+    if sep and head and "/" not in head and not head.startswith(".") and NAME_RE.match(head):
+        return head, tail or "/"
+    return None, arg
+
+
+def cmd_cp(engine: Engine, args: argparse.Namespace) -> int:
+    src_ref, src = split_cp_arg(args.src)
+    dst_ref, dst = split_cp_arg(args.dst)
+    if (src_ref is None) == (dst_ref is None):
+        raise InvalidInputError("cp: exactly one of SRC and DST must be NAME:PATH")
+    ref = src_ref or dst_ref or ""
+    record = engine.get(Containers).get(ref)
+    stats = transfer.cp(engine, record, src, dst, into_container=dst_ref is not None)
+    for skipped in stats.skipped:
+        print(f"skipped {skipped}: not a file, directory or symlink", file=sys.stderr)
+    return 0
+
+
+def _short_command(record: Any) -> str:
+    text = " ".join(effective_command(record))
+    return text if len(text) <= 20 else text[:17] + "..."
+
+
+def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
+    _register_hooks()
+    containers = engine.get(Containers)
+    records = [containers.synced(r) for r in containers.list()]
+    if not args.all:
+        records = [r for r in records if r.state in ACTIVE_STATES]
+    if args.quiet:
+        for r in records:
+            print(r.short_id)
+        return 0
+    if args.format == "json":
+        print_json([ps_json(r) for r in records])
+        return 0
+    now = time.time()
+    print_table(
+        ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+        [
+            [
+                r.short_id,
+                r.image_name,
+                _short_command(r),
+                created_text(r, now),
+                status_text(r, now),
+                "",
+                r.name,
+            ]
+            for r in records
+        ],
+    )
+    return 0
+
+
+def cmd_inspect(engine: Engine, args: argparse.Namespace) -> int:
+    _register_hooks()
+    containers = engine.get(Containers)
+    print_json([containers.inspect(containers.synced(containers.get(n))) for n in args.names])
+    return 0
+
+
+def cmd_rm(engine: Engine, args: argparse.Namespace) -> int:
+    _register_hooks()
+    containers = engine.get(Containers)
+    status = 0
+    for name in args.names:
+        try:
+            record = containers.get(name)
+            containers.remove(record.id, force=args.force)
+            print(record.id)
+        except EngineError as err:
+            print(f"Error: {err.message}", file=sys.stderr)
+            status = 1 if err.code == "not_found" else 2
+    return status
 
 
 def register(sub: Any) -> None:
     """Add this domain's verbs to the argparse subparsers."""
+
+    def verb(name: str, func: Any, help_text: str, **kw: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, **kw)
+        p.set_defaults(func=func)
+        return p
+
+    p = verb("create", cmd_create, "create a container (storage and record; nothing runs)")
+    p.add_argument("--name", help="container name (generated if empty)")
+    p.add_argument(
+        "-v",
+        "--volume",
+        action="append",
+        default=[],
+        metavar="SRC:DST[:ro]",
+        help="bind-mount a host path (must be under the volume allowlist)",
+    )
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("-u", "--user", help="USER[:GROUP] inside the container")
+    p.add_argument("--entrypoint", help='entrypoint: a command, or a JSON array ("" clears it)')
+    p.add_argument("--hostname", help="host name inside the container (default: short id)")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+
+    p = verb("mount", cmd_mount, "mount a container's root filesystem and print its path")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    for name in ("unmount", "umount"):
+        p = verb(name, cmd_unmount, "unmount a container's root filesystem")
+        p.add_argument("-f", "--force", action="store_true", help="drop every mount at once")
+        p.add_argument("-a", "--all", action="store_true", help="every mounted container")
+        p.add_argument("names", nargs="*", metavar="NAME")
+
+    p = verb("diff", cmd_diff, "what the container changed: A added, C changed, D deleted")
+    add_format(p)
+    p.add_argument("name", metavar="NAME")
+
+    p = verb("cp", cmd_cp, "copy between a container and the host (NAME:/path on one side)")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+
+    p = verb("ps", cmd_ps, "list containers")
+    p.add_argument("-a", "--all", action="store_true", help="all containers, not only running")
+    p.add_argument("-q", "--quiet", action="store_true", help="print ids only")
+    add_format(p)
+
+    p = verb("inspect", cmd_inspect, "show containers' configuration and state as JSON")
+    p.add_argument("names", nargs="+", metavar="NAME")
+
+    p = verb("rm", cmd_rm, "remove containers")
+    p.add_argument("-f", "--force", action="store_true", help="stop running containers first")
+    p.add_argument("names", nargs="+", metavar="NAME")

@@ -1,9 +1,238 @@
-"""CLI verbs of the images domain."""
+"""CLI verbs of the images domain, with podman's words, flags and output:
+
+pull [--tls-verify=false] [--platform OS/ARCH] [-q] REF   progress on stderr, the id on stdout
+images [--format json] [-q] [--no-trunc]
+rmi [-f] IMAGE...
+load -i PATH [--platform OS/ARCH]                         OCI layout, oci- or docker-archive
+login [-u USER] [-p PASS | --password-stdin] [--tls-verify=false] REGISTRY
+logout REGISTRY
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import getpass
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from engine import refs
+from engine.cli.output import add_format, print_json, print_table
+from engine.core import Engine
+from engine.credentials import Credentials
+from engine.errors import InvalidInputError
+from engine.images import Images, created_unix, list_entry
+from engine.pull import PullJob
+from engine.store import Store
+
+BAR = 30
+
+
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
 
 
 def register(sub: Any) -> None:
-    """Add this domain's verbs to the argparse subparsers."""
+    p = sub.add_parser("pull", help="pull an image from a registry")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("--tls-verify", type=_bool, nargs="?", const=True, default=None, metavar="BOOL")
+    p.add_argument("--platform", default="", help="OS/ARCH[/VARIANT] (default: this host)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("images", help="list images")
+    add_format(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="print only image ids")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate ids")
+    p.set_defaults(func=cmd_images)
+
+    p = sub.add_parser("rmi", help="remove images")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-f", "--force", action="store_true", help="remove an image with several names")
+    p.set_defaults(func=cmd_rmi)
+
+    p = sub.add_parser("load", help="load images from an OCI layout or an archive")
+    p.add_argument("-i", "--input", required=True, metavar="PATH")
+    p.add_argument("--platform", default="")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("login", help="keep credentials for a registry")
+    p.add_argument("registry", metavar="REGISTRY")
+    p.add_argument("-u", "--username", default="")
+    p.add_argument("-p", "--password", default=None)
+    p.add_argument("--password-stdin", action="store_true")
+    p.add_argument("--tls-verify", type=_bool, nargs="?", const=True, default=True, metavar="BOOL")
+    p.set_defaults(func=cmd_login)
+
+    p = sub.add_parser("logout", help="forget the credentials of a registry")
+    p.add_argument("registry", metavar="REGISTRY")
+    p.set_defaults(func=cmd_logout)
+
+
+def _prepare(engine: Engine) -> None:
+    """The CLI has no worker start-up: sweep abandoned work (locked work is left alone)."""
+    engine.ensure_root()
+    engine.get(Store).sweep_tmp()
+
+
+def human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{size:.1f}GiB"
+
+
+class TerminalProgress:
+    """podman's pull output: one line per blob, redrawn in place on a terminal; on a pipe,
+    one line per blob when it is done."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.drawn = 0
+        self.printed: set[int] = set()
+        self.header = False
+        self.last = 0.0
+
+    def line(self, layer: dict[str, Any]) -> str:
+        short, state = layer["short"], layer["state"]
+        if state == "exists":
+            return f"Copying blob {short} skipped: already exists"
+        if state == "done":
+            return f"Copying blob {short} done"
+        if state == "error":
+            return f"Copying blob {short} failed"
+        size = max(1, layer["size"])
+        filled = min(BAR, int(BAR * layer["done"] / size))
+        bar = "=" * filled + (">" if filled < BAR else "") + "-" * max(0, BAR - filled - 1)
+        tail = f"{human(layer['done'])} / {human(layer['size'])}"
+        if state == "extracting":
+            tail += " (extracting)"
+        elif layer["speed"]:
+            tail += f" {human(layer['speed'])}/s"
+        return f"Copying blob {short} [{bar}] {tail}"
+
+    def __call__(self, job: PullJob, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < 0.1:
+            return
+        self.last = now
+        snap = job.snapshot()
+        if not snap["layers"]:
+            return
+        if not self.header:
+            self.stream.write("Getting image source signatures\n")
+            self.header = True
+        if self.tty:
+            if self.drawn:
+                self.stream.write(f"\x1b[{self.drawn}F")
+            for layer in snap["layers"]:
+                self.stream.write("\x1b[2K" + self.line(layer) + "\n")
+            self.drawn = len(snap["layers"])
+        else:
+            for i, layer in enumerate(snap["layers"]):
+                if i not in self.printed and layer["state"] in ("done", "exists"):
+                    self.printed.add(i)
+                    self.stream.write(self.line(layer) + "\n")
+        self.stream.flush()
+
+
+def cmd_pull(engine: Engine, args: argparse.Namespace) -> int:
+    _prepare(engine)
+    images = engine.get(Images)
+    ref = refs.parse(args.ref)  # a bad reference fails before anything is printed
+    progress = None if args.quiet else TerminalProgress(sys.stderr)
+    if progress:
+        sys.stderr.write(f"Trying to pull {ref}...\n")
+    record = images.pull(
+        args.ref, platform=args.platform or None, tls_verify=args.tls_verify, progress=progress
+    )
+    if progress:
+        sys.stderr.write(f"Copying config {record.id.removeprefix('sha256:')[:10]} done\n")
+        sys.stderr.write("Writing manifest to image destination\nStoring signatures\n")
+    print(record.id.removeprefix("sha256:"))
+    return 0
+
+
+def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
+    records = engine.get(Images).images()
+    if args.format == "json":
+        print_json(engine.get(Images).list_json())
+        return 0
+    if args.quiet:
+        for record in records:
+            print(record.id.removeprefix("sha256:")[: None if args.no_trunc else 12])
+        return 0
+    rows = []
+    now = time.time()
+    for record in records:
+        entry = list_entry(record)
+        image_id = entry["Id"] if args.no_trunc else entry["Id"][:12]
+        created = _ago(now - created_unix(record.config)) if created_unix(record.config) else ""
+        size = human(record.size).replace("iB", "B")
+        for name in record.names or ["<none>:<none>"]:
+            repo, _, tag = name.rpartition(":")
+            rows.append([repo, tag, image_id, created, size])
+    print_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
+    return 0
+
+
+def _ago(seconds: float) -> str:
+    for unit, span in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400)):
+        if seconds >= span:
+            n = int(seconds // span)
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} hours ago"
+    if seconds >= 60:
+        return f"{int(seconds // 60)} minutes ago"
+    return "Less than a minute ago"
+
+
+def cmd_rmi(engine: Engine, args: argparse.Namespace) -> int:
+    images = engine.get(Images)
+    for image in args.images:
+        result = images.remove(image, force=args.force)
+        for name in result["untagged"]:
+            print(f"Untagged: {name}")
+        for image_id in result["deleted"]:
+            print(f"Deleted: {image_id.removeprefix('sha256:')}")
+    return 0
+
+
+def cmd_load(engine: Engine, args: argparse.Namespace) -> int:
+    _prepare(engine)
+    records = engine.get(Images).load(Path(args.input), platform=args.platform or None)
+    for record in records:
+        print("Loaded image: " + (", ".join(record.names) or record.id.removeprefix("sha256:")))
+    return 0
+
+
+def cmd_login(engine: Engine, args: argparse.Namespace) -> int:
+    engine.ensure_root()
+    username = args.username or input("Username: ")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif args.password is not None:
+        password = args.password
+    else:
+        password = getpass.getpass("Password: ")
+    if not username or not password:
+        raise InvalidInputError("login: a username and a password are required")
+    engine.get(Credentials).login(args.registry, username, password, tls_verify=args.tls_verify)
+    print("Login Succeeded!")
+    return 0
+
+
+def cmd_logout(engine: Engine, args: argparse.Namespace) -> int:
+    if not engine.get(Credentials).remove(args.registry):
+        raise InvalidInputError(f"not logged into {args.registry}")
+    print(f"Removed login credentials for {args.registry}")
+    return 0

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -104,6 +105,46 @@ class Stack:
         s.headers["Referer"] = self.url + "/"
         return s
 
+    def manage(self, *args: str) -> str:
+        """Run manage.py as the web user against this stack's database; return stdout."""
+        env = self.env | {"DJANGO_SETTINGS_MODULE": "webui.settings", "HOME": "/nonexistent"}
+        user = env.get("GANTRY_WEB_USER", "gantry")
+        out = subprocess.run(
+            [
+                "setpriv",
+                f"--reuid={user}",
+                f"--regid={user}",
+                "--init-groups",
+                "/opt/gantry/venv/bin/python",
+                str(REPO / "manage.py"),
+                *args,
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return out.stdout
+
+    def add_user(self, name: str, password: str) -> None:
+        self.manage(
+            "shell",
+            "-v",
+            "0",
+            "-c",
+            "from django.contrib.auth.models import User; "
+            f"User.objects.create_user({name!r}, password={password!r})",
+        )
+
+    def engine(self) -> Any:
+        """An in-process Engine on this stack's state root (to seed images, inspect state)."""
+        from engine.config import EngineConfig
+        from engine.core import Engine
+
+        return Engine(EngineConfig(root=self.tmp / "root", node=self.env["GANTRY_NODE"]))
+
     def stop(self) -> int | None:
         code = None
         if self.proc is not None and self.proc.poll() is None:
@@ -116,8 +157,37 @@ class Stack:
         for name in ("engine", "web", "redis", "registry"):
             with contextlib.suppress(OSError, ValueError):
                 os.kill(self.pid(name), signal.SIGKILL)
+        sweep_root(self.tmp / "root")
         shutil.rmtree(self.tmp, ignore_errors=True)
         return code
+
+
+def sweep_root(root: Path) -> None:
+    """Leave nothing of a test's state root on the host: containers still running (runc
+    delete --force), their conmons, and mounts under it (a test that failed half-way)."""
+    runc_root = root / "runc"
+    if runc_root.is_dir():
+        for state in runc_root.iterdir():
+            subprocess.run(
+                ["runc", "--root", str(runc_root), "delete", "--force", state.name],
+                capture_output=True,
+                check=False,
+                timeout=30,
+            )
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        is_conmon = cmdline.startswith(b"conmon\0") or b"/conmon\0" in cmdline[:64]
+        if is_conmon and str(root).encode() in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for target in sorted((m for m in mounts if m.startswith(str(root) + "/")), reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True, check=False, timeout=30)
 
 
 def wait_until(predicate: object, timeout: float, interval: float = 0.1) -> float:

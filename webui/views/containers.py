@@ -1,18 +1,374 @@
-"""Views of the containers pages. URL patterns are listed here and included by webui/urls.py."""
+"""The containers pages: the `podman ps -a` table (live), the create form, the container page
+(header + tabs) and its Storage tab (layer stack, overlay options, mount/unmount).
+
+Every view that touches a container asks webui.access first (the owner, or an admin; anyone
+else gets a 404). Engine calls go to the container's own node. Actions are POST only (CSRF
+applies) and are written to the audit log.
+"""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+import shlex
+import time
+from typing import Any, cast
+
+from django import forms
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
-from django.urls import URLPattern, URLResolver, path
-from django.views.decorators.http import require_GET
+from django.urls import URLPattern, URLResolver, path, reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from engine.errors import EngineError, NotFoundError
+from webui import engine_client
+from webui.access import aget_container_for_user, avisible_containers
+from webui.models import AuditEvent, Ownership
+
+LIST_TIMEOUT = 5.0
 
 
+async def audit(
+    user: Any, action: str, target: str, started: float, err: str = "", **detail: Any
+) -> None:
+    """One line in the audit log for an engine action asked for through the web."""
+    await AuditEvent.objects.acreate(
+        user=user,
+        action=action,
+        target=target,
+        ok=not err,
+        error=err[:2000],
+        duration_ms=(time.monotonic() - started) * 1000,
+        detail=detail,
+    )
+
+
+def htmx_redirect(request: HttpRequest, url: str) -> HttpResponse:
+    """A redirect htmx follows as a page load (HX-Redirect) and a browser as a 302."""
+    if request.headers.get("HX-Request"):
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    return HttpResponseRedirect(url)
+
+
+def error_response(err: EngineError) -> HttpResponse:
+    """An engine error as one sentence (app.js shows it as a toast)."""
+    status = {"not_found": 404, "invalid_state": 409, "offline": 503}.get(err.code, 400)
+    return HttpResponse(err.message, status=status, content_type="text/plain; charset=utf-8")
+
+
+async def container_header(
+    request: HttpRequest, container_id: str
+) -> tuple[Any, Ownership, dict[str, Any]]:
+    """(user, ownership, podman-inspect of the container) for a page of one container."""
+    user = await request.auser()
+    own = await aget_container_for_user(user, container_id)
+    try:
+        info: dict[str, Any] = await engine_client.call(
+            "container.inspect", {"id": container_id}, user=user, node=own.node
+        )
+    except NotFoundError:
+        info = {"Id": container_id, "Name": own.name, "State": {"Status": "removed"}}
+    return user, own, info
+
+
+# -- the list --------------------------------------------------------------------------------
 @require_GET
 def container_list(request: HttpRequest) -> HttpResponse:
     return render(request, "containers/list.html", {"nav": "containers"})
 
 
+@require_GET
+async def container_table(request: HttpRequest) -> HttpResponse:
+    """The `podman ps -a` rows of the containers this user may see, from every node they
+    live on. Refreshed by htmx whenever a container event arrives."""
+    user = await request.auser()
+    owned = await avisible_containers(user)
+    by_node: dict[str, list[Ownership]] = {}
+    for own in owned:
+        by_node.setdefault(own.node, []).append(own)
+    if user.is_superuser:
+        by_node.setdefault(engine_client.node_name(), [])
+    rows: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for node, owns in sorted(by_node.items()):
+        # an admin sees every container of a node, also those made with the CLI
+        args: dict[str, Any] = {} if user.is_superuser else {"ids": [o.container_id for o in owns]}
+        try:
+            listed = await engine_client.call(
+                "container.list", args, user=user, node=node, timeout=LIST_TIMEOUT
+            )
+        except EngineError as err:
+            errors.append(f"{node}: {err.message}")
+            continue
+        owners = {o.container_id: o.owner.get_username() for o in owns}
+        for row in listed:
+            row["owner"] = owners.get(row["Id"], "(cli)")
+            row["command_text"] = " ".join(row.get("Command") or [])
+            rows.append(row)
+    rows.sort(key=lambda r: r.get("Created", 0), reverse=True)
+    response = render(
+        request,
+        "containers/table.html",
+        {"rows": rows, "errors": errors, "show_owner": user.is_superuser},
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# -- create ----------------------------------------------------------------------------------
+class CreateForm(forms.Form):
+    image = forms.CharField(max_length=512)
+    name = forms.CharField(max_length=128, required=False)
+    command = forms.CharField(max_length=8192, required=False)
+    entrypoint = forms.CharField(max_length=8192, required=False)
+    env = forms.CharField(max_length=65536, required=False, widget=forms.Textarea)
+    workdir = forms.CharField(max_length=4096, required=False)
+    user = forms.CharField(max_length=130, required=False)
+    tty = forms.BooleanField(required=False)
+    interactive = forms.BooleanField(required=False)
+    volumes = forms.CharField(max_length=65536, required=False, widget=forms.Textarea)
+
+    def _split(self, field: str) -> list[str]:
+        try:
+            return shlex.split(self.cleaned_data[field])
+        except ValueError as err:
+            raise forms.ValidationError(f"{field}: {err}") from err
+
+    def engine_args(self) -> dict[str, Any]:
+        """The container.create arguments (the engine checks them all again)."""
+        data = self.cleaned_data
+        args: dict[str, Any] = {
+            "image": data["image"].strip(),
+            "name": data["name"].strip(),
+            "command": self._split("command"),
+            "env": [line.strip() for line in data["env"].splitlines() if line.strip()],
+            "workdir": data["workdir"].strip(),
+            "user": data["user"].strip(),
+            "tty": data["tty"],
+            "interactive": data["interactive"],
+            "volumes": [line.strip() for line in data["volumes"].splitlines() if line.strip()],
+        }
+        if data["entrypoint"].strip():
+            args["entrypoint"] = self._split("entrypoint")
+        return args
+
+
+def podman_create_line(args: dict[str, Any]) -> str:
+    """The `podman create` command that asks for the same container."""
+    parts = ["podman", "create"]
+    if args.get("name"):
+        parts += ["--name", args["name"]]
+    for v in args.get("volumes", []):
+        parts += ["-v", v]
+    for e in args.get("env", []):
+        parts += ["-e", e]
+    if args.get("workdir"):
+        parts += ["-w", args["workdir"]]
+    if args.get("user"):
+        parts += ["-u", args["user"]]
+    if "entrypoint" in args:
+        parts += ["--entrypoint", " ".join(args["entrypoint"])]
+    if args.get("tty"):
+        parts.append("-t")
+    if args.get("interactive"):
+        parts.append("-i")
+    parts.append(args.get("image", ""))
+    parts += args.get("command", [])
+    return shlex.join(parts)
+
+
+async def _images(user: Any) -> list[str]:
+    """Image names for the form's suggestions (empty if the images part is not there)."""
+    try:
+        listed = await engine_client.call("image.list", {}, user=user, timeout=3)
+    except EngineError:
+        return []
+    out: list[str] = []
+    for image in listed if isinstance(listed, list) else []:
+        if isinstance(image, dict):
+            names = image.get("names") or image.get("Names") or []
+            out += [str(n) for n in names] if isinstance(names, list) else []
+    return sorted(set(out))
+
+
+@require_http_methods(["GET", "POST"])
+async def container_new(request: HttpRequest) -> HttpResponse:
+    user = await request.auser()
+    form = CreateForm(request.POST if request.method == "POST" else None)
+    ctx: dict[str, Any] = {"nav": "containers", "form": form, "images": await _images(user)}
+    if request.method == "POST" and form.is_valid():
+        started = time.monotonic()
+        try:
+            args = form.engine_args()
+            row = await engine_client.call("container.create", args, user=user)
+        except forms.ValidationError as err:
+            ctx["error"] = "; ".join(err.messages)
+        except EngineError as err:
+            ctx["error"] = err.message
+            ctx["error_field"] = str(err.details.get("field", ""))
+            await audit(user, "container.create", args.get("image", ""), started, err.message)
+        else:
+            await Ownership.objects.acreate(
+                container_id=row["Id"],
+                name=row["Names"][0],
+                node=row.get("Node") or engine_client.node_name(),
+                owner=cast(Any, user),
+            )
+            await audit(
+                user,
+                "container.create",
+                row["Id"],
+                started,
+                image=args["image"],
+                name=row["Names"][0],
+                podman=podman_create_line(args),
+            )
+            return htmx_redirect(request, reverse("ui-container-detail", args=[row["Id"]]))
+    # htmx swaps only 2xx answers: the form with its errors comes back as 200 to htmx
+    status = 400 if request.method == "POST" and not request.headers.get("HX-Request") else 200
+    template = "containers/new.html"
+    return render(request, template, ctx, status=status)
+
+
+# -- one container ---------------------------------------------------------------------------
+@require_GET
+async def container_detail(request: HttpRequest, container_id: str) -> HttpResponse:
+    user, own, info = await container_header(request, container_id)
+    config = info.get("Config", {})
+    args = {
+        "name": info.get("Name", ""),
+        "image": info.get("ImageName", ""),
+        "command": config.get("Cmd") or [],
+        "env": [],
+        "volumes": [
+            f"{m['Source']}:{m['Destination']}{'' if m.get('RW', True) else ':ro'}"
+            for m in info.get("Mounts") or []
+        ],
+        "workdir": config.get("WorkingDir", ""),
+        "user": config.get("User", ""),
+        "tty": config.get("Tty", False),
+        "interactive": config.get("OpenStdin", False),
+    }
+    return render(
+        request,
+        "containers/detail.html",
+        {
+            "nav": "containers",
+            "tab": "overview",
+            "c": info,
+            "container_id": container_id,
+            "own": own,
+            "podman": podman_create_line(args),
+        },
+    )
+
+
+async def _storage(
+    request: HttpRequest, container_id: str
+) -> tuple[Any, Ownership, dict[str, Any]]:
+    user = await request.auser()
+    own = await aget_container_for_user(user, container_id)
+    data: dict[str, Any] = await engine_client.call(
+        "container.storage", {"id": container_id}, user=user, node=own.node
+    )
+    return user, own, data
+
+
+@require_GET
+async def container_storage(request: HttpRequest, container_id: str) -> HttpResponse:
+    user, own, info = await container_header(request, container_id)
+    try:
+        _, _, storage = await _storage(request, container_id)
+        error = ""
+    except EngineError as err:
+        storage, error = {}, err.message
+    return render(
+        request,
+        "containers/tab_storage.html",
+        {
+            "nav": "containers",
+            "tab": "storage",
+            "c": info,
+            "container_id": container_id,
+            "s": storage,
+            "error": error,
+        },
+    )
+
+
+async def _panel(request: HttpRequest, container_id: str) -> HttpResponse:
+    try:
+        _, _, storage = await _storage(request, container_id)
+    except EngineError as err:
+        return error_response(err)
+    response = render(
+        request, "containers/storage_panel.html", {"s": storage, "container_id": container_id}
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+async def storage_panel(request: HttpRequest, container_id: str) -> HttpResponse:
+    """The Storage tab's panel alone (refreshed on container events)."""
+    return await _panel(request, container_id)
+
+
+async def _mount_action(request: HttpRequest, container_id: str, verb: str) -> HttpResponse:
+    user = await request.auser()
+    own = await aget_container_for_user(user, container_id)
+    started = time.monotonic()
+    args: dict[str, Any] = {"id": container_id}
+    if verb == "container.unmount" and request.POST.get("force") == "1":
+        args["force"] = True
+    try:
+        await engine_client.call(verb, args, user=user, node=own.node)
+    except EngineError as err:
+        await audit(user, verb, container_id, started, err.message)
+        return error_response(err)
+    await audit(user, verb, container_id, started)
+    return await _panel(request, container_id)
+
+
+@require_POST
+async def container_mount(request: HttpRequest, container_id: str) -> HttpResponse:
+    return await _mount_action(request, container_id, "container.mount")
+
+
+@require_POST
+async def container_unmount(request: HttpRequest, container_id: str) -> HttpResponse:
+    return await _mount_action(request, container_id, "container.unmount")
+
+
+@require_POST
+async def container_remove(request: HttpRequest, container_id: str) -> HttpResponse:
+    """Remove a container (the engine stops a running one first only with force)."""
+    user = await request.auser()
+    own = await aget_container_for_user(user, container_id)
+    started = time.monotonic()
+    force = request.POST.get("force") == "1"
+    try:
+        await engine_client.call(
+            "container.remove", {"id": container_id, "force": force}, user=user, node=own.node
+        )
+    except NotFoundError:
+        pass  # gone already: forget it here too
+    except EngineError as err:
+        await audit(user, "container.remove", container_id, started, err.message)
+        return error_response(err)
+    await Ownership.objects.filter(pk=own.pk).adelete()
+    await audit(user, "container.remove", container_id, started, name=own.name)
+    return htmx_redirect(request, reverse("ui-containers"))
+
+
 urlpatterns: list[URLPattern | URLResolver] = [
     path("containers/", container_list, name="ui-containers"),
+    path("containers/table", container_table, name="ui-containers-table"),
+    path("containers/new", container_new, name="ui-container-new"),
+    path("containers/<str:container_id>/", container_detail, name="ui-container-detail"),
+    path("containers/<str:container_id>/storage/", container_storage, name="ui-container-storage"),
+    path("containers/<str:container_id>/storage/panel", storage_panel, name="ui-storage-panel"),
+    path("containers/<str:container_id>/mount", container_mount, name="ui-container-mount"),
+    path("containers/<str:container_id>/unmount", container_unmount, name="ui-container-unmount"),
+    path("containers/<str:container_id>/remove", container_remove, name="ui-container-remove"),
 ]

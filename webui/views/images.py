@@ -1,18 +1,282 @@
-"""Views of the images pages. URL patterns are listed here and included by webui/urls.py."""
+"""The images pages: pull (with live per-layer progress), the image list, one image's page
+(manifest chain, config, history, layers) with Remove, and registry credentials.
+
+Images belong to the node, not to a user: any logged-in user may pull, look and remove (the
+engine refuses removal while a container uses the image). Credentials are host-wide secrets,
+so only admins see or change them; passwords are sent once to the engine and never shown.
+Pull progress arrives over /ws/events/ (kind "pull"); static/gantry/images.js draws it. The
+page renders the running and recent pulls from image.pulls, so a reload rebuilds the bars.
+"""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import URLPattern, URLResolver, path
-from django.views.decorators.http import require_GET
+from django.urls import URLPattern, URLResolver, path, reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from engine.errors import EngineError, InvalidInputError, NotFoundError
+from webui import engine_client
+from webui.views.containers import audit, error_response, htmx_redirect
+
+IMAGE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+REGISTRY_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,255}$")
+LOGIN_TIMEOUT = 30.0
+
+
+def _when(epoch: Any) -> str:
+    if not isinstance(epoch, int | float) or epoch <= 0:
+        return ""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _human(size: Any) -> str:
+    value = float(size or 0)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def _decorate_jobs(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for job in jobs:
+        for layer in job.get("layers", []):
+            size = layer.get("size") or 0
+            layer["percent"] = int(100 * layer.get("done", 0) / size) if size else 0
+    return jobs
+
+
+# -- the page ------------------------------------------------------------------------------------
+@require_GET
+async def image_list(request: HttpRequest) -> HttpResponse:
+    user = await request.auser()
+    jobs: list[dict[str, Any]] = []
+    error = ""
+    try:
+        jobs = await engine_client.call("image.pulls", user=user)
+    except EngineError as err:
+        error = err.message
+    ctx = {
+        "nav": "images",
+        "jobs": _decorate_jobs(jobs),
+        "error": error,
+        "user_is_admin": user.is_superuser,
+    }
+    return render(request, "images/list.html", ctx)
 
 
 @require_GET
-def image_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "images/list.html", {"nav": "images"})
+async def image_table(request: HttpRequest) -> HttpResponse:
+    """The `podman images` table; htmx reloads it whenever an image event arrives."""
+    try:
+        images = await engine_client.call("image.list", user=await request.auser())
+    except EngineError as err:
+        return render(request, "images/table.html", {"error": err.message, "images": []})
+    for image in images:
+        image["short_id"] = image["Id"][:12]
+        image["size_text"] = _human(image.get("Size"))
+        image["created_text"] = str(image.get("CreatedAt", ""))[:19].replace("T", " ")
+    response = render(request, "images/table.html", {"images": images})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+async def pull_jobs(request: HttpRequest) -> HttpResponse:
+    """Every running and recent pull as cards (the page's fallback after a reconnect)."""
+    try:
+        jobs = await engine_client.call("image.pulls", user=await request.auser())
+    except EngineError as err:
+        return error_response(err)
+    response = render(request, "images/pull_jobs.html", {"jobs": _decorate_jobs(jobs)})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+async def pull(request: HttpRequest) -> HttpResponse:
+    """Start a pull; answers with its progress card at once (the pull runs on)."""
+    user = await request.auser()
+    ref = request.POST.get("ref", "").strip()
+    platform = request.POST.get("platform", "").strip()
+    skip_tls = request.POST.get("skip_tls") == "on"
+    started = time.monotonic()
+    args: dict[str, Any] = {"ref": ref, "platform": platform}
+    if skip_tls:
+        args["tls_verify"] = False
+    try:
+        if not ref:
+            raise InvalidInputError("give an image reference, e.g. docker.io/library/busybox")
+        job = await engine_client.call("image.pull", args, user=user)
+    except EngineError as err:
+        await audit(user, "image.pull", ref[:128], started, err.message, skip_tls=skip_tls)
+        return error_response(err)
+    await audit(user, "image.pull", ref[:128], started, job=job["job"], skip_tls=skip_tls)
+    if not request.headers.get("HX-Request"):
+        return htmx_redirect(request, reverse("ui-images"))
+    return render(request, "images/pull_job.html", {"job": _decorate_jobs([job])[0]})
+
+
+# -- one image -----------------------------------------------------------------------------------
+def _chain_rows(info: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for doc in info.get("ManifestChain") or []:
+        if isinstance(doc, dict):
+            rows.append(doc | {"size_text": _human(doc.get("size"))})
+    return rows
+
+
+def _requests(info: dict[str, Any]) -> list[str]:
+    """The registry requests that fetched this image, for the learner."""
+    names = [*info.get("RepoTags", []), *info.get("RepoDigests", [])]
+    if not names or info.get("Source") not in ("registry", ""):
+        return []
+    name = names[0].split("@")[0]
+    repo_ref = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    host, _, repo = repo_ref.partition("/")
+    if host == "docker.io":
+        host = "registry-1.docker.io"
+    tag = name.rsplit(":", 1)[1] if repo_ref != name else ""
+    out = []
+    for i, doc in enumerate(info.get("ManifestChain") or []):
+        kind, digest = doc.get("kind"), doc.get("digest", "")
+        target = tag if i == 0 and tag else digest
+        what = "manifests" if kind in ("index", "manifest") else "blobs"
+        out.append(f"GET {host}/v2/{repo}/{what}/{target}")
+    return out
+
+
+@require_GET
+async def image_detail(request: HttpRequest, image_id: str) -> HttpResponse:
+    if not IMAGE_ID_RE.match(image_id):
+        raise Http404("no such image")
+    try:
+        info = await engine_client.call(
+            "image.inspect", {"image": image_id}, user=await request.auser()
+        )
+    except NotFoundError as err:
+        raise Http404("no such image") from err
+    config = info.get("Config") or {}
+    layers = info.get("LayerDetails") or []
+    for layer in layers:
+        layer["size_text"] = _human(layer.get("tar_size") or layer.get("size"))
+        layer["compressed_text"] = _human(layer.get("compressed_size"))
+    ctx = {
+        "nav": "images",
+        "image": info,
+        "config": config,
+        "env": config.get("Env") or [],
+        "labels": sorted((config.get("Labels") or {}).items()),
+        "ports": sorted(config.get("ExposedPorts") or {}),
+        "history": info.get("History") or [],
+        "chain": _chain_rows(info),
+        "layers": layers,
+        "requests": _requests(info),
+        "size_text": _human(info.get("Size")),
+        "pulled_text": _when(info.get("Pulled")),
+    }
+    return render(request, "images/detail.html", ctx)
+
+
+@require_POST
+async def image_remove(request: HttpRequest, image_id: str) -> HttpResponse:
+    if not IMAGE_ID_RE.match(image_id):
+        raise Http404("no such image")
+    user = await request.auser()
+    started = time.monotonic()
+    try:
+        result = await engine_client.call(
+            "image.remove", {"image": image_id, "force": True}, user=user
+        )
+    except EngineError as err:
+        await audit(user, "image.remove", image_id, started, err.message)
+        return error_response(err)
+    await audit(user, "image.remove", image_id, started, untagged=result.get("untagged", []))
+    return htmx_redirect(request, reverse("ui-images"))
+
+
+# -- credentials (admins) ------------------------------------------------------------------------
+async def _admin(request: HttpRequest) -> Any:
+    user = await request.auser()
+    if not user.is_superuser:
+        raise PermissionDenied("registry credentials are for admins")
+    return user
+
+
+async def _credentials_page(request: HttpRequest, user: Any, **extra: Any) -> HttpResponse:
+    try:
+        logins = await engine_client.call("registry.list", user=user)
+    except EngineError as err:
+        logins, extra["error"] = [], err.message
+    ctx = {"nav": "images", "logins": logins} | extra
+    template = (
+        "images/credentials_panel.html"
+        if request.headers.get("HX-Request")
+        else ("images/credentials.html")
+    )
+    return render(request, template, ctx)
+
+
+@require_GET
+async def credentials(request: HttpRequest) -> HttpResponse:
+    return await _credentials_page(request, await _admin(request))
+
+
+@require_POST
+async def credentials_add(request: HttpRequest) -> HttpResponse:
+    user = await _admin(request)
+    registry = request.POST.get("registry", "").strip()
+    username = request.POST.get("username", "").strip()
+    password = request.POST.get("password", "")
+    started = time.monotonic()
+    args = {
+        "registry": registry,
+        "username": username,
+        "password": password,
+        "tls_verify": request.POST.get("skip_tls") != "on",
+    }
+    try:
+        if not registry or not username or not password:
+            raise InvalidInputError("registry, username and password are all needed")
+        await engine_client.call("registry.login", args, user=user, timeout=LOGIN_TIMEOUT)
+    except EngineError as err:
+        await audit(user, "registry.login", registry[:128], started, err.message, username=username)
+        return await _credentials_page(request, user, error=err.message, registry=registry)
+    await audit(user, "registry.login", registry[:128], started, username=username)
+    return await _credentials_page(request, user, saved=registry)
+
+
+@require_POST
+async def credentials_remove(request: HttpRequest) -> HttpResponse:
+    user = await _admin(request)
+    registry = request.POST.get("registry", "")
+    if not REGISTRY_RE.match(registry):
+        raise Http404("no such registry")
+    started = time.monotonic()
+    try:
+        await engine_client.call("registry.logout", {"registry": registry}, user=user)
+    except EngineError as err:
+        await audit(user, "registry.logout", registry, started, err.message)
+        return error_response(err)
+    await audit(user, "registry.logout", registry, started)
+    return await _credentials_page(request, user)
 
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("images/", image_list, name="ui-images"),
+    path("images/table", image_table, name="ui-images-table"),
+    path("images/pulls", pull_jobs, name="ui-images-pulls"),
+    path("images/pull", pull, name="ui-images-pull"),
+    path("images/credentials/", credentials, name="ui-credentials"),
+    path("images/credentials/add", credentials_add, name="ui-credentials-add"),
+    path("images/credentials/remove", credentials_remove, name="ui-credentials-remove"),
+    path("images/<str:image_id>/", image_detail, name="ui-image-detail"),
+    path("images/<str:image_id>/remove", image_remove, name="ui-image-remove"),
 ]

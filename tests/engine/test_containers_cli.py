@@ -1,0 +1,100 @@
+"""The CLI verbs of storage, run as a user would (python -m engine ...): create, mount, diff,
+cp, ps, inspect, unmount, rm; podman's words and output shapes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.config import EngineConfig
+from engine.core import Engine
+from tests.engine.storagetools import needs_overlay
+from tests.imagetools import busybox_image
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = needs_overlay
+
+
+@pytest.fixture
+def cli(tmp_path: Path):
+    root = tmp_path / "root"
+    root.mkdir(mode=0o700)
+    (tmp_path / "vol").mkdir()
+    config = tmp_path / "engine.json"
+    config.write_text(json.dumps({"volume_allowlist": [str(tmp_path / "vol")]}))
+    busybox_image(Engine(EngineConfig(root=root)))
+
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run(
+            [sys.executable, "-m", "engine", "--root", str(root), *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": os.environ["PATH"], "GANTRY_CONFIG": str(config)},
+        )
+        if ok:
+            assert out.returncode == 0, out.stderr
+        return out
+
+    yield run
+    for line in run("ps", "-a", "-q").stdout.split():
+        run("rm", "-f", line, ok=False)
+
+
+def test_the_lab_through_the_cli(cli, tmp_path: Path) -> None:
+    cid = cli("create", "--name", "ctr", "-v", f"{tmp_path}/vol:/mnt", "busybox", "top").stdout
+    assert len(cid.strip()) == 64
+    merged = Path(cli("mount", "ctr").stdout.strip())
+    assert merged.name == "merged" and (merged / "bin" / "busybox").exists()
+    (merged / "test").touch()
+    assert cli("diff", "ctr").stdout == "A /test\n"
+    assert json.loads(cli("diff", "--format", "json", "ctr").stdout)["added"] == ["/test"]
+    table = cli("ps", "-a").stdout.splitlines()
+    assert table[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS",
+                                "PORTS", "NAMES"]  # fmt: skip
+    assert "Created" in table[1] and table[1].endswith("ctr") and " top " in table[1]
+    assert cli("ps").stdout.count("\n") == 1, "ps without -a shows running containers only"
+    [row] = json.loads(cli("ps", "-a", "--format", "json").stdout)
+    assert row["Names"] == ["ctr"] and row["State"] == "created" and row["Mounts"] == ["/mnt"]
+    [info] = json.loads(cli("inspect", "ctr").stdout)
+    assert info["Config"]["Cmd"] == ["top"] and info["Mounts"][0]["Destination"] == "/mnt"
+    assert cli("unmount", "ctr").stdout.strip() == cid.strip()
+    again = cli("unmount", "ctr", ok=False)
+    assert again.returncode != 0 and "not mounted" in again.stderr
+    merged = Path(cli("mount", "ctr").stdout.strip())
+    assert (merged / "test").exists()
+    cli("umount", "ctr")
+    # cp both ways
+    (tmp_path / "hostfile").write_text("from host\n")
+    cli("cp", str(tmp_path / "hostfile"), "ctr:/etc/")
+    cli("cp", "ctr:/etc/hostfile", str(tmp_path / "back"))
+    assert (tmp_path / "back").read_text() == "from host\n"
+    assert "A /etc/hostfile" in cli("diff", "ctr").stdout
+    bad = cli("cp", str(tmp_path / "hostfile"), str(tmp_path / "x"), ok=False)
+    assert bad.returncode != 0 and "NAME:PATH" in bad.stderr
+    assert cli("rm", "ctr").stdout.strip() == cid.strip()
+    assert cli("ps", "-a", "-q").stdout == ""
+
+
+def test_errors_are_one_line(cli) -> None:
+    out = cli("create", "nosuchimage", ok=False)
+    assert out.returncode != 0 and out.stderr.count("\n") == 1
+    assert out.stderr.startswith("Error: image nosuchimage")
+    out = cli("create", "-v", "/etc:/etc", "busybox", ok=False)
+    assert "not under an allowed directory" in out.stderr
+    out = cli("mount", "ghost", ok=False)
+    assert "no such container" in out.stderr
+    cli("create", "--name", "dup", "busybox")
+    out = cli("create", "--name", "dup", "busybox", ok=False)
+    assert "already in use" in out.stderr
+    cli("create", "--name", "ep", "--entrypoint", '["/bin/sh","-c"]', "busybox", "echo hi")
+    [info] = json.loads(cli("inspect", "ep").stdout)
+    assert info["Config"]["Entrypoint"] == ["/bin/sh", "-c"] and info["Config"]["Cmd"] == [
+        "echo hi"
+    ]

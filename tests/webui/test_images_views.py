@@ -1,0 +1,189 @@
+"""The images pages against a real engine worker (on real Redis) and a real docker-registry:
+login and CSRF required, clear errors, the pull card, live pull events over /ws/events/, the
+list, the image page, removal, and the admin-only credentials page."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+import pytest
+from django.test import AsyncClient, Client
+
+from engine.core import Engine
+from engine.images import Images
+from tests.registry import PASSWORD, USER, PushedImages, Registry
+from tests.webui.test_events_consumer import communicator, session_for
+from webui.models import AuditEvent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+HX = {"HX-Request": "true"}
+
+
+async def logged_in(user: Any) -> AsyncClient:
+    client = AsyncClient()
+    await client.aforce_login(user)
+    return client
+
+
+async def wait_done(engine: Engine, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = engine.get(Images).job(job_id)
+        if not job.running:
+            return job.snapshot()
+        await asyncio.sleep(0.05)
+    raise AssertionError("pull did not finish")
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("get", "/images/"),
+        ("get", "/images/table"),
+        ("get", "/images/pulls"),
+        ("post", "/images/pull"),
+        ("get", "/images/" + "a" * 64 + "/"),
+        ("post", "/images/" + "a" * 64 + "/remove"),
+        ("get", "/images/credentials/"),
+    ],
+)
+def test_it_requires_login(client: Client, method: str, url: str) -> None:
+    r = getattr(client, method)(url)
+    assert r.status_code == 302 and r["Location"].startswith("/login/")
+
+
+def test_pull_needs_a_csrf_token(alice: Any) -> None:
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.force_login(alice)
+    assert csrf_client.post("/images/pull", {"ref": "busybox"}).status_code == 403
+
+
+def test_credentials_are_for_admins(client: Client, alice: Any) -> None:
+    client.force_login(alice)
+    assert client.get("/images/credentials/").status_code == 403
+    assert client.post("/images/credentials/add", {"registry": "x"}).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("", "give an image reference"),
+        ("Not A Ref", "contains whitespace"),
+        ("busybox@sha256:../../x", "not a sha256 digest"),
+        ("busybox", "platform"),
+    ],
+)
+async def test_bad_references_are_one_clear_sentence(
+    engine_worker: Engine, alice: Any, ref: str, message: str
+) -> None:
+    client = await logged_in(alice)
+    data = {"ref": ref, "platform": "linux/amd64/v8/x" if ref == "busybox" else ""}
+    r = await client.post("/images/pull", data, headers=HX)
+    assert r.status_code == 400
+    text = r.content.decode()
+    assert message in text and "\n" not in text.strip()
+
+
+async def test_pull_progress_list_detail_and_remove(
+    engine_worker: Engine, alice: Any, registry: Registry, pushed_images: PushedImages
+) -> None:
+    client = await logged_in(alice)
+    comm = communicator(await session_for(alice))
+    connected, _ = await comm.connect()
+    assert connected
+    ref = registry.ref(PushedImages.WHITEOUTS)
+    r = await client.post("/images/pull", {"ref": ref, "skip_tls": "on"}, headers=HX)
+    assert r.status_code == 200, r.content
+    card = r.content.decode()
+    job_id = re.search(r'data-job="([0-9a-f]{16})"', card)
+    assert job_id, card
+    job = await wait_done(engine_worker, job_id.group(1))
+    assert job["state"] == "done", job["error"]
+    # The same pull arrived over the websocket, as snapshots with per-layer progress.
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while not any(m.get("kind") == "pull" and m.get("state") == "done" for m in seen):
+        assert time.monotonic() < deadline, seen
+        message = await comm.receive_json_from(5)
+        if message.get("type") == "event":
+            seen.append(message)
+    done = next(m for m in seen if m.get("kind") == "pull" and m["state"] == "done")
+    assert done["job"] == job_id.group(1) and len(done["layers"]) == 3
+    assert "user" not in done
+    await comm.disconnect()
+    # A reload rebuilds the card from image.pulls.
+    page = (await client.get("/images/")).content.decode()
+    assert f'id="pull-{job_id.group(1)}"' in page and 'src="/static/gantry/images.js"' in page
+    table = (await client.get("/images/table")).content.decode()
+    assert ref in table
+    image_id = job["image"].removeprefix("sha256:")
+    detail = (await client.get(f"/images/{image_id}/")).content.decode()
+    for needle in ("Manifest chain", "application/vnd.oci.image.manifest.v1+json",
+                   "org.example.test=gantry", "/bin/sh", "PATH=/usr/local/sbin",
+                   "ocibuild layer 2", "diff id", "GET " + registry.host):  # fmt: skip
+        assert needle in detail, needle
+    assert detail.count("<tr>") >= 3  # the layers table
+    r = await client.post(f"/images/{image_id}/remove", headers=HX)
+    assert r.status_code == 204 and r["HX-Redirect"] == "/images/"
+    assert (await client.get(f"/images/{image_id}/")).status_code == 404
+    actions = [a async for a in AuditEvent.objects.values_list("action", flat=True)]
+    assert "image.pull" in actions and "image.remove" in actions
+
+
+async def test_removal_of_an_image_in_use_is_refused(
+    engine_worker: Engine, alice: Any, registry: Registry, pushed_images: PushedImages
+) -> None:
+    import json
+
+    image = await asyncio.to_thread(
+        engine_worker.get(Images).pull, registry.ref(PushedImages.OCI), tls_verify=False
+    )
+    ctr = engine_worker.config.root / "containers" / ("d" * 64)
+    ctr.mkdir(parents=True)
+    (ctr / "container.json").write_text(json.dumps({"name": "lab", "image_id": image.id}))
+    client = await logged_in(alice)
+    r = await client.post(f"/images/{image.id[7:]}/remove", headers=HX)
+    assert r.status_code == 409
+    assert "in use by container lab" in r.content.decode()
+
+
+async def test_hostile_names_are_escaped(engine_worker: Engine, alice: Any) -> None:
+    from tests.imagetools import make_image
+
+    make_image(
+        engine_worker,
+        [{"/a": "1"}],
+        name="localhost/x:<script>alert(1)</script>",
+        config={"Cmd": ["<img src=x onerror=alert(1)>"], "Labels": {"k": "<b>bold</b>"}},
+    )
+    client = await logged_in(alice)
+    table = (await client.get("/images/table")).content.decode()
+    assert "<script>alert(1)" not in table and "&lt;script&gt;" in table
+    image_id = re.search(r'data-image="([0-9a-f]{64})"', table)
+    assert image_id
+    detail = (await client.get(f"/images/{image_id.group(1)}/")).content.decode()
+    assert "<img src=x" not in detail and "<b>bold</b>" not in detail
+
+
+async def test_admins_keep_credentials(
+    engine_worker: Engine, admin_user_: Any, auth_registry: Registry
+) -> None:
+    client = await logged_in(admin_user_)
+    page = await client.get("/images/credentials/")
+    assert page.status_code == 200 and "No saved logins" in page.content.decode()
+    wrong = {"registry": auth_registry.host, "username": USER, "password": "nope", "skip_tls": "on"}
+    r = await client.post("/images/credentials/add", wrong, headers=HX)
+    assert "credentials refused" in r.content.decode()
+    good = wrong | {"password": PASSWORD}
+    r = await client.post("/images/credentials/add", good, headers=HX)
+    html = r.content.decode()
+    assert f"Logged in to {auth_registry.host}" in html and PASSWORD not in html
+    audit = [d async for d in AuditEvent.objects.values_list("detail", flat=True)]
+    assert PASSWORD not in str(audit)
+    r = await client.post(
+        "/images/credentials/remove", {"registry": auth_registry.host}, headers=HX
+    )
+    assert "No saved logins" in r.content.decode()

@@ -1,0 +1,3 @@
+"""Template filters of Gantry's pages."""
+
+from __future__ import annotations
