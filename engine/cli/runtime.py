@@ -1,9 +1,186 @@
-"""CLI verbs of the runtime domain."""
+"""CLI verbs of the runtime domain: start, stop, kill, pause, unpause, restart, logs, exec,
+top — podman's words, flags, output and exit statuses."""
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import sys
+import time
 from typing import Any
+
+from engine.containers import ACTIVE_STATES, Containers
+from engine.core import Engine
+from engine.errors import EngineError, RuntimeFailedError
+from engine.lifecycle import Lifecycle
+from engine.logs import LogCursor, read_log
+from engine.runtime import Runc
+
+FOLLOW_INTERVAL = 0.1
+
+
+def _each(engine: Engine, names: list[str], verb: Any) -> int:
+    """Run verb on every name; print each name done (as podman does), report failures and
+    carry on with the others."""
+    status = 0
+    for name in names:
+        try:
+            verb(name)
+        except EngineError as err:
+            print(f"Error: {err.message}", file=sys.stderr)
+            status = 125 if err.code in ("internal", "runtime") else 1
+            continue
+        print(name)
+    return status
+
+
+def cmd_start(engine: Engine, args: argparse.Namespace) -> int:
+    lifecycle = engine.get(Lifecycle)
+    return _each(engine, args.names, lifecycle.start)
+
+
+def cmd_stop(engine: Engine, args: argparse.Namespace) -> int:
+    lifecycle = engine.get(Lifecycle)
+    return _each(engine, args.names, lambda n: lifecycle.stop(n, float(args.time)))
+
+
+def cmd_kill(engine: Engine, args: argparse.Namespace) -> int:
+    lifecycle = engine.get(Lifecycle)
+    return _each(engine, args.names, lambda n: lifecycle.kill(n, args.signal))
+
+
+def cmd_pause(engine: Engine, args: argparse.Namespace) -> int:
+    return _each(engine, args.names, engine.get(Lifecycle).pause)
+
+
+def cmd_unpause(engine: Engine, args: argparse.Namespace) -> int:
+    return _each(engine, args.names, engine.get(Lifecycle).resume)
+
+
+def cmd_restart(engine: Engine, args: argparse.Namespace) -> int:
+    lifecycle = engine.get(Lifecycle)
+    return _each(engine, args.names, lambda n: lifecycle.restart(n, float(args.time)))
+
+
+def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
+    """The container's output; with -f, keep printing what it writes until it stops."""
+    lifecycle = engine.get(Lifecycle)
+    record = lifecycle.get_synced(args.name)
+    path = engine.get(Containers).paths(record.id).userdata / "ctr.log"
+    out = sys.stdout.buffer
+    cursor: LogCursor | None = None
+    last_check = 0.0
+    while True:
+        chunk = read_log(path, cursor, timestamps=args.timestamps)
+        if chunk.data:
+            out.write(chunk.data)
+            out.flush()
+        moved = cursor is None or chunk.cursor != cursor
+        cursor = chunk.cursor
+        if moved and chunk.data:
+            continue  # there may be more right away
+        if not args.follow:
+            return 0
+        if time.monotonic() - last_check > 0.5:
+            last_check = time.monotonic()
+            if lifecycle.get_synced(record.id).state not in ACTIVE_STATES:
+                final = read_log(path, cursor, timestamps=args.timestamps)
+                out.write(final.data)
+                out.flush()
+                return 0
+        time.sleep(FOLLOW_INTERVAL)
+
+
+def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
+    """Run a command in a running container; exit with its exit status (podman's 125-127
+    when the exec itself fails)."""
+    if args.tty or args.interactive:
+        try:  # the terminal issue's module; not imported at the top so exec works without it
+            terminal = importlib.import_module("engine.cli.terminal")
+        except ImportError:
+            print("Error: exec -t/-i needs the terminal support", file=sys.stderr)
+            return 125
+        status: int = terminal.exec_interactive(engine, args)
+        return status
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("Error: must provide a non-empty command to start an exec session", file=sys.stderr)
+        return 125
+    try:
+        result = engine.get(Lifecycle).exec_run(
+            args.name,
+            command,
+            timeout=1e9,
+            max_output=1 << 62,
+            env=args.env,
+            workdir=args.workdir or "",
+            user=args.user or "",
+        )
+    except RuntimeFailedError as err:
+        print(f"Error: {err.message}", file=sys.stderr)
+        text = err.message.lower()
+        if "no such file" in text or "not found" in text:
+            return 127
+        return 126 if "permission denied" in text else 125
+    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.buffer.flush()
+    sys.stderr.buffer.write(result.stderr)
+    sys.stderr.buffer.flush()
+    return result.exit_code
+
+
+def cmd_top(engine: Engine, args: argparse.Namespace) -> int:
+    record = engine.get(Lifecycle).get_synced(args.name)
+    if record.state not in ACTIVE_STATES:
+        print(f"Error: container {record.name} is not running", file=sys.stderr)
+        return 125
+    print("PID     COMMAND")
+    for pid in engine.get(Runc).ps(record.id):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        print(f"{pid:<7} {cmd}")
+    return 0
 
 
 def register(sub: Any) -> None:
     """Add this domain's verbs to the argparse subparsers."""
+
+    def verb(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = verb("start", cmd_start, "start one or more containers")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p = verb("stop", cmd_stop, "stop containers (stop signal, then SIGKILL after --time)")
+    p.add_argument("-t", "--time", type=int, default=10, help="seconds to wait before SIGKILL")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p = verb("kill", cmd_kill, "send a signal to running containers (default SIGKILL)")
+    p.add_argument("-s", "--signal", default="KILL", help="signal name or number")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p = verb("pause", cmd_pause, "pause running containers (freezer cgroup)")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p = verb("unpause", cmd_unpause, "resume paused containers")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p = verb("restart", cmd_restart, "stop (if running) and start containers")
+    p.add_argument("-t", "--time", type=int, default=10, help="seconds to wait before SIGKILL")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p = verb("logs", cmd_logs, "print a container's output (conmon's log)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    p.add_argument("name", metavar="NAME")
+    p = verb("exec", cmd_exec, "run a command in a running container")
+    p.add_argument("-e", "--env", action="append", default=[], help="KEY=VALUE")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("-u", "--user", help="USER[:GROUP] inside the container")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    p = verb("top", cmd_top, "list a container's processes")
+    p.add_argument("name", metavar="NAME")

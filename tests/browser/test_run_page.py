@@ -1,0 +1,116 @@
+"""The Run tab in a real browser against the real stack: start, logs that follow by
+themselves, a container that exits on its own turning to Exited without a reload, pause and
+resume, kill, the containers table's row actions, remove — and no CSP violation on the way."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from engine.config import EngineConfig
+from engine.core import Engine
+from tests.browser.conftest import needs_chromium
+from tests.conftest import requires
+from tests.engine.runtools import can_run_containers
+from tests.imagetools import busybox_image
+from tests.stack.stackrun import Stack
+
+pytestmark = [
+    pytest.mark.browser,
+    needs_chromium,
+    requires(can_run_containers(), "the stack's engine must run containers (root, runc, conmon)"),
+]
+SCRIPT = (
+    "echo hello; i=0; while [ $i -lt 25 ]; do echo tick $i; i=$((i+1)); sleep 0.2; done; exit 3"
+)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    s = Stack().start()
+    engine = Engine(EngineConfig(root=s.tmp / "root", node=s.env["GANTRY_NODE"]))
+    engine.ensure_root()
+    busybox_image(engine)
+    yield s
+    s.stop()
+
+
+def login(stack: Stack, page: Any) -> None:
+    page.goto(stack.url + "/login/")
+    page.get_by_label("User name").fill("admin")
+    page.get_by_label("Password").fill(stack.password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/containers/")
+
+
+def create(page: Any, stack: Stack, name: str, command: str) -> str:
+    page.goto(stack.url + "/containers/new")
+    page.locator("#id_image").fill("localhost/busybox")
+    page.locator("#id_name").fill(name)
+    page.locator("#id_command").fill(command)
+    page.get_by_role("button", name="Create").click()
+    page.wait_for_url(re.compile(r".*/containers/[0-9a-f]{64}/$"))
+    return str(page.url.rstrip("/").rsplit("/", 1)[-1])
+
+
+def test_the_run_tab_lives(stack: Stack, browser: Any, shots: Any) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    login(stack, page)
+    cid = create(page, stack, "ticker", f"sh -c '{SCRIPT}'")
+    page.goto(f"{stack.url}/containers/{cid}/run/")
+    status = page.get_by_test_id("run-status")
+    expect(status).to_have_text("Created")
+    shots(page, "created")
+
+    page.get_by_test_id("run-start").click()
+    expect(status).to_contain_text("Up ")
+    expect(page.get_by_test_id("runc-state")).to_contain_text('"status": "running"')
+    expect(page.locator("#container-state")).to_have_text("running")  # the header follows
+    logs = page.get_by_test_id("run-logs")
+    expect(logs).to_contain_text("hello")
+    expect(logs).to_contain_text("tick 3", timeout=10_000)  # follow: no click, no reload
+    shots(page, "running")
+
+    page.get_by_test_id("run-pause").click()
+    expect(status).to_have_text("Paused")
+    page.get_by_test_id("run-resume").click()
+    expect(status).to_contain_text("Up ")
+
+    # It ends by itself (exit 3): the websocket event turns the tab to Exited, no reload.
+    expect(status).to_contain_text("Exited (3)", timeout=20_000)
+    expect(logs).to_contain_text("tick 24")
+    expect(page.get_by_test_id("run-exit-code")).to_have_text("3")
+    expect(page.locator("#container-state")).to_have_text("exited")
+    shots(page, "exited")
+
+    page.locator("#logs-timestamps").check()
+    expect(logs).to_contain_text(re.compile(r"\d{4}-\d\d-\d\dT\S+ hello"))
+
+    # Start again, kill with the default SIGKILL, then the table's row actions.
+    page.get_by_test_id("run-start").click()
+    expect(status).to_contain_text("Up ")
+    page.get_by_test_id("run-kill").click()
+    expect(status).to_contain_text("Exited (137)")
+    page.goto(stack.url + "/containers/")
+    row = page.locator(f"tr[data-container='{cid}']")
+    row.get_by_role("button", name="Start").click()
+    page.wait_for_url("**/containers/")
+    expect(page.locator(f"tr[data-container='{cid}'] .pill").first).to_contain_text("Up ")
+    shots(page, "table")
+    page.goto(f"{stack.url}/containers/{cid}/run/")
+    page.on("dialog", lambda d: d.accept())
+    page.get_by_test_id("run-remove").click()  # running: force, after a confirm
+    page.wait_for_url("**/containers/")
+    expect(page.locator(f"tr[data-container='{cid}']")).to_have_count(0)
+    assert not [p for p in problems if "Content Security Policy" in p or "Error" in p], problems
+    context.close()
+    assert not os.path.exists(stack.tmp / "root" / "containers" / cid)

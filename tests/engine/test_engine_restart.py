@@ -1,0 +1,182 @@
+"""The engine worker dies (SIGKILL) while containers run, and a new one takes over from files
+alone: a running container stays Up, its log keeps growing, exec works, and its exit code is
+right when it ends; a container that ended while no worker ran is found Exited with its code.
+
+The worker runs as a real separate process (`manage.py engine`) against the test Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.conmon import pid_is_conmon
+from engine.containers import Containers
+from engine.core import Engine
+from engine.errors import EngineError
+from engine.lifecycle import Lifecycle
+from engine.runtime import Runc
+from tests.conftest import REPO, requires
+from tests.engine.runtools import RUNTIME_REASON, Census, can_run_containers, create, no_leaks
+from tests.imagetools import busybox_image
+from webui import engine_client
+
+pytestmark = [
+    requires(can_run_containers(), RUNTIME_REASON),
+    pytest.mark.privileged,
+    pytest.mark.django_db(transaction=True),
+]
+
+TICKER = (
+    "i=0; while [ ! -e /tmp/stop ]; do echo tick $i; i=$((i+1)); sleep 0.1; done; echo bye; exit 42"
+)
+
+
+class WorkerProcess:
+    """`python manage.py engine` on a given root and node, as its own process group."""
+
+    def __init__(self, root: Path, node: str, home: Path) -> None:
+        self.root, self.node, self.home = root, node, home
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+        env.update(
+            DJANGO_SETTINGS_MODULE="webui.settings",
+            GANTRY_REDIS_URL=os.environ["GANTRY_REDIS_URL"],
+            GANTRY_WEB_HOME=str(self.home),
+            GANTRY_SECRET_KEY="test-only-" + "y" * 40,
+            GANTRY_CONFIG=str(self.home / "no-engine.json"),
+            GANTRY_NODE=self.node,
+            GANTRY_ROOT=str(self.root),
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "manage.py"), "engine", "--root", str(self.root)],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.home / "worker.log", "ab"),  # noqa: SIM115 (the child keeps it)
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+async def call(node: str, op: str, args: dict[str, Any] | None = None, **kw: Any) -> Any:
+    return await engine_client.call(op, args or {}, node=node, **kw)
+
+
+async def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = await check()
+            if value:
+                return value
+        except EngineError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def worker_setup(
+    engine: Engine, channel_layer: Any, tmp_path: Path
+) -> AsyncIterator[tuple[Engine, WorkerProcess]]:
+    engine.ensure_root()
+    busybox_image(engine)
+    home = tmp_path / "web"
+    home.mkdir()
+    worker = WorkerProcess(Path(engine.config.root), f"restart-{os.getpid()}", home)
+    yield engine, worker
+    worker.stop()
+    for record in engine.get(Containers).list():
+        engine.get(Containers).remove(record.id, force=True)
+
+
+async def test_it_survives_a_worker_sigkill(worker_setup: tuple[Engine, WorkerProcess]) -> None:
+    engine, worker = worker_setup
+    node = worker.node
+    before = Census.take(engine)
+    create(engine, ["sh", "-c", TICKER], name="ticker")
+    create(engine, ["sh", "-c", "sleep 1; exit 5"], name="brief")
+    worker.start()
+    await until(lambda: call(node, "node.info", timeout=1))
+
+    started = await call(node, "container.start", {"id": "ticker"}, timeout=30)
+    assert started["state"] == "running"
+    await call(node, "container.start", {"id": "brief"}, timeout=30)
+    first = await until(lambda: _log_has(node, "ticker", "tick 3"))
+    worker.kill()  # SIGKILL: no clean-up of any kind
+
+    record = engine.get(Containers).get("ticker")
+    assert pid_is_conmon(record.conmon_pid, record.id)  # conmon lives on without the worker
+    assert engine.get(Runc).state(record.id)["status"] == "running"  # type: ignore[index]
+    brief_id = engine.get(Containers).get("brief").id
+    exit_file = Path(engine.config.root) / "exits" / brief_id
+    deadline = time.monotonic() + 10
+    while not exit_file.exists():  # "brief" ends while no worker runs
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+    worker.start()
+    await until(lambda: call(node, "node.info", timeout=1))
+    state = await call(node, "container.state", {"id": "ticker"})
+    assert state["state"] == "running" and state["pid"] == started["pid"]
+    assert state["runc"]["status"] == "running"
+    gone = await call(node, "container.state", {"id": "brief"})
+    assert gone["state"] == "exited" and gone["exit_code"] == 5
+    assert gone["status"].startswith("Exited (5)")
+    # The log kept growing while no worker ran, and still grows.
+    later = await until(lambda: _log_grew(node, "ticker", len(first)))
+    assert later.startswith(first)
+    result = await call(node, "exec.run", {"id": "ticker", "command": ["echo", "still here"]})
+    assert result == {"exit_code": 0, "stdout": "still here\n", "stderr": "", "truncated": False}
+
+    merged = engine.get(Containers).paths(record.id).merged
+    (merged / "tmp" / "stop").touch()  # the ticker exits 42; the new worker's watcher sees it
+    done = await until(lambda: _exited(node, "ticker"))
+    assert done["exit_code"] == 42 and done["pid"] == 0
+    assert (await call(node, "container.logs", {"id": "ticker"}))["data"].endswith("bye\n")
+    worker.stop()
+    for name in ("ticker", "brief"):
+        engine.get(Containers).remove(engine.get(Containers).get(name).id)
+    no_leaks(engine, before, ignore=("fds",))  # the engine was another process
+    assert engine.get(Lifecycle).reconcile() == []
+
+
+async def _log_has(node: str, name: str, text: str) -> str:
+    data: str = (await call(node, "container.logs", {"id": name}))["data"]
+    return data if text in data else ""
+
+
+async def _log_grew(node: str, name: str, size: int) -> str:
+    data: str = (await call(node, "container.logs", {"id": name}))["data"]
+    return data if len(data) > size + 20 else ""
+
+
+async def _exited(node: str, name: str) -> dict[str, Any] | None:
+    state: dict[str, Any] = await call(node, "container.state", {"id": name})
+    return state if state["state"] == "exited" else None

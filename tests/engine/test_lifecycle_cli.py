@@ -1,0 +1,97 @@
+"""The runtime's CLI verbs, podman's words and exit statuses: start, ps -a --format json,
+inspect, logs [-t], exec (exit status passed through), pause/unpause, stop -t, kill -s,
+restart, rm -f. No worker runs: every verb syncs the state from files by itself."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from engine.core import Engine
+from tests.conftest import requires
+from tests.engine.runtools import RUNTIME_REASON, can_run_containers, create, wait_until
+from tests.imagetools import busybox_image
+
+pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]
+
+
+def cli(engine: Engine, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["--root", str(engine.config.root), *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def ps(engine: Engine, capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, object]]:
+    code, out, _ = cli(engine, capsys, "ps", "-a", "--format", "json")
+    assert code == 0
+    return {row["Names"][0]: row for row in json.loads(out)}
+
+
+def test_the_cli_drives_a_container_through_its_life(
+    engine: Engine, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("GANTRY_CONFIG", str(tmp_path / "none.json"))
+    engine.ensure_root()
+    busybox_image(engine)
+    script = "trap 'echo term; exit 9' TERM; echo hello; while true; do sleep 0.05; done"
+    create(engine, ["sh", "-c", script], name="web")
+    create(engine, ["sh", "-c", "echo quick; exit 3"], name="quick")
+
+    assert cli(engine, capsys, "start", "web", "quick")[:2] == (0, "web\nquick\n")
+    wait_until(lambda: ps(engine, capsys)["quick"]["State"] == "exited")  # no worker: ps syncs
+    rows = ps(engine, capsys)
+    assert rows["quick"]["ExitCode"] == 3 and str(rows["quick"]["Status"]).startswith("Exited (3)")
+    assert rows["web"]["State"] == "running" and str(rows["web"]["Status"]).startswith("Up ")
+    assert int(rows["web"]["Pid"]) > 0 and int(rows["web"]["StartedAt"]) > 0  # type: ignore[call-overload]
+    code, out, _ = cli(engine, capsys, "inspect", "web")
+    state = json.loads(out)[0]["State"]
+    assert state["Status"] == "running" and state["Pid"] == rows["web"]["Pid"]
+
+    wait_until(lambda: cli(engine, capsys, "logs", "web")[1] == "hello\n")
+    code, out, _ = cli(engine, capsys, "logs", "-t", "web")
+    assert code == 0 and out.endswith(" hello\n") and out[:4].isdigit()
+    assert cli(engine, capsys, "exec", "web", "sh", "-c", "echo in; exit 4")[:2] == (4, "in\n")
+    code, _, err = cli(engine, capsys, "exec", "web", "/no/such")
+    assert code == 127 and "/no/such" in err
+    assert cli(engine, capsys, "exec", "quick", "true")[0] != 0  # not running
+
+    assert cli(engine, capsys, "pause", "web")[0] == 0
+    assert ps(engine, capsys)["web"]["Status"] == "Paused"
+    assert cli(engine, capsys, "unpause", "web")[0] == 0
+    code, _, err = cli(engine, capsys, "kill", "-s", "NOPE", "web")
+    assert code != 0 and "NOPE" in err
+    started = time.monotonic()
+    assert cli(engine, capsys, "stop", "-t", "5", "web")[0] == 0
+    assert time.monotonic() - started < 5
+    assert ps(engine, capsys)["web"]["ExitCode"] == 9
+    assert "term" in cli(engine, capsys, "logs", "web")[1]
+
+    assert cli(engine, capsys, "restart", "web")[0] == 0
+    assert ps(engine, capsys)["web"]["State"] == "running"
+    code, out, _ = cli(engine, capsys, "top", "web")
+    assert code == 0 and "sh -c" in out
+    code, _, err = cli(engine, capsys, "rm", "web")
+    assert code != 0 and "stop it first" in err
+    assert cli(engine, capsys, "rm", "-f", "web", "quick")[0] == 0
+    assert ps(engine, capsys) == {}
+
+
+def test_logs_follow_until_the_container_ends(
+    engine: Engine, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("GANTRY_CONFIG", str(tmp_path / "none.json"))
+    engine.ensure_root()
+    busybox_image(engine)
+    create(engine, ["sh", "-c", "echo a; sleep 0.8; echo b; exit 2"], name="f")
+    assert cli(engine, capsys, "start", "f")[0] == 0
+    started = time.monotonic()
+    assert cli(engine, capsys, "logs", "-f", "f")[:2] == (0, "a\nb\n")
+    assert 0.3 < time.monotonic() - started < 10
+    assert ps(engine, capsys)["f"]["ExitCode"] == 2
+    assert cli(engine, capsys, "rm", "f")[0] == 0

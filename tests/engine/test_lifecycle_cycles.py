@@ -1,0 +1,44 @@
+"""200 create/start/kill/rm cycles leave nothing behind: no mount, conmon, runc state, cgroup,
+exit file or file descriptor of the engine process (counted before and after)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from engine.containers import Containers
+from engine.core import Engine
+from engine.lifecycle import Lifecycle
+from tests.conftest import requires
+from tests.engine.runtools import RUNTIME_REASON, Census, can_run_containers, create, no_leaks
+from tests.imagetools import busybox_image
+
+pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]
+
+CYCLES = int(os.environ.get("GANTRY_TEST_CYCLES", "200"))
+
+
+def test_it_leaks_nothing_over_many_cycles(engine: Engine) -> None:
+    engine.ensure_root()
+    busybox_image(engine)
+    containers, lifecycle = engine.get(Containers), engine.get(Lifecycle)
+    # One warm-up cycle: caches (the conmon cgroup, runc's root dir) are not leaks.
+    warm = create(engine, ["sleep", "30"])
+    lifecycle.start(warm.id)
+    lifecycle.kill(warm.id)
+    containers.remove(warm.id)
+    before = Census.take(engine)
+    started = time.monotonic()
+    for i in range(CYCLES):
+        record = create(engine, ["sleep", "30"], name=f"cycle{i}")
+        running = lifecycle.start(record.id)
+        assert running.state == "running", running.error
+        killed = lifecycle.kill(record.id)
+        assert killed.state == "exited" and killed.exit_code == 137
+        containers.remove(record.id)
+    elapsed = time.monotonic() - started
+    no_leaks(engine, before)
+    assert containers.list() == []
+    print(f"{CYCLES} cycles in {elapsed:.1f}s ({elapsed / CYCLES * 1000:.0f} ms each)")
