@@ -8,6 +8,7 @@ to edit a central class to add one.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, TypeVar, cast
 
 from engine.config import EngineConfig, load_config
@@ -22,6 +23,8 @@ class Engine:
         self._lock = threading.RLock()
         # Set when the worker shuts down; background threads watch it.
         self.stopping = threading.Event()
+        # Identifies this engine process: heartbeats carry it, so clients see a restart.
+        self.started = time.time()
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Engine:

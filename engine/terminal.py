@@ -8,10 +8,16 @@ one connection per attach socket and reads it all the time, on its own thread, i
 - one bounded queue per viewer (a browser tab, through the web's terminal consumer).
 
 Each viewer is sent its bytes in order with credit-based flow control: at most ``WINDOW`` bytes
-may be in flight; the viewer acknowledges what it has passed on to its websocket. A viewer that
-keeps up receives every byte in order. A viewer that falls more than ``MAX_PENDING`` bytes
-behind is detached with a message instead of growing memory without bound or silently
-skipping output (which would corrupt its screen).
+may be in flight; the viewer acknowledges what it has passed on to its websocket. So that a
+viewer that keeps up receives every byte in order, even of a `cat` of a huge file:
+
+- while *every* viewer is more than ``HIGH_WATER`` bytes behind, the engine stops reading the
+  socket, and conmon's blocking writes slow the container down (the backpressure a real
+  terminal applies; the log waits too, as it does under podman attach);
+- a viewer that stops reading (no acknowledgement for ``STALL_SECONDS`` while bytes are in
+  flight), or falls ``MAX_PENDING`` bytes behind the others, is detached with a message —
+  instead of holding the container up for everybody, growing memory without bound, or
+  silently skipping output (which would corrupt its screen).
 
 Input from every viewer is merged and written to the socket by one writer thread, split into
 packets of at most 32 KiB (conmon truncates longer ones) and never empty (an empty packet
@@ -28,6 +34,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,9 +45,11 @@ from engine.events import Publisher
 log = logging.getLogger("gantry.engine.terminal")
 
 SCROLLBACK = 256 * 1024  # bytes of recent output replayed to a new viewer
-WINDOW = 1024 * 1024  # bytes a viewer may have in flight (sent, not yet acknowledged)
-MAX_PENDING = 16 * 1024 * 1024  # bytes queued for a viewer before it is detached as too slow
-CHUNK = 64 * 1024  # largest output message
+WINDOW = 2 * 1024 * 1024  # bytes a viewer may have in flight (sent, not yet acknowledged)
+HIGH_WATER = 4 * 1024 * 1024  # when every viewer is this far behind, stop reading the socket
+MAX_PENDING = 64 * 1024 * 1024  # bytes queued for a viewer before it is detached as too slow
+STALL_SECONDS = 10.0  # no acknowledgement for this long, with bytes in flight: detached
+CHUNK = 256 * 1024  # largest output message (B: the layer carries up to ~512 KiB well)
 INPUT_PACKET = 32 * 1024  # conmon reads at most this much per packet
 MAX_INPUT_QUEUE = 1024  # packets waiting for the container to read its input
 STREAM_STDOUT, STREAM_STDERR = 2, 3
@@ -68,6 +77,7 @@ class Viewer:
     pending: deque[bytes] = field(default_factory=deque)
     pending_bytes: int = 0
     in_flight: int = 0
+    last_progress: float = field(default_factory=time.monotonic)
     closed: bool = False
     reason: str = ""
 
@@ -81,8 +91,9 @@ class Session:
         sock: socket.socket,
         publisher: Publisher,
         *,
-        resize: Callable[[int, int], None] | None = None,
+        resize: Callable[[int, int], object] | None = None,
         on_close: Callable[[Session], None] | None = None,
+        on_eof: Callable[[Session], None] | None = None,
         scrollback: bytes = b"",
     ) -> None:
         self.key = key
@@ -90,6 +101,9 @@ class Session:
         self.publisher = publisher
         self._resize = resize
         self._on_close = on_close
+        # What ends the session at EOF: by default close at once; an exec session instead
+        # waits for its exit code (conmon sends it after the attach EOF) and closes then.
+        self._on_eof = on_eof
         self.ring = Ring()
         self.ring.write(scrollback)
         self.viewers: dict[str, Viewer] = {}
@@ -99,6 +113,7 @@ class Session:
         self.exit_code: int | None = None
         self.input: queue.Queue[bytes | None] = queue.Queue(MAX_INPUT_QUEUE)
         self.bytes_out = 0
+        self._last_reap = time.monotonic()
         self._threads = [
             threading.Thread(target=self._drain, name=f"term-drain-{key[:24]}", daemon=True),
             threading.Thread(target=self._write, name=f"term-write-{key[:24]}", daemon=True),
@@ -108,9 +123,13 @@ class Session:
 
     # -- the socket side ---------------------------------------------------------------------
     def _drain(self) -> None:
-        """Read the attach socket until EOF, whatever the viewers do."""
+        """Read the attach socket until EOF; pause only while every viewer is far behind."""
         try:
             while True:
+                with self.lock:
+                    while self._all_behind_locked():
+                        self.lock.wait(0.5)
+                        self._reap_stalled_locked()
                 packet = self.sock.recv(8193)
                 if not packet:
                     break
@@ -118,6 +137,11 @@ class Session:
                     self._output(packet[1:])
         except OSError as err:
             log.info("%s: attach socket error: %s", self.key, err)
+        if self._on_eof is not None:
+            try:
+                self._on_eof(self)
+            except Exception:
+                log.exception("%s: end of session handler failed", self.key)
         self.close("the session ended")
 
     def _output(self, data: bytes) -> None:
@@ -134,7 +158,25 @@ class Session:
                         viewer,
                         "the terminal fell too far behind the container's output and was detached",
                     )
+            if time.monotonic() - self._last_reap > 0.5:
+                self._reap_stalled_locked()
             self.lock.notify_all()
+
+    def _all_behind_locked(self) -> bool:
+        live = [v for v in self.viewers.values() if not v.closed]
+        return bool(live) and not self.closed and min(v.pending_bytes for v in live) > HIGH_WATER
+
+    def _reap_stalled_locked(self) -> None:
+        now = self._last_reap = time.monotonic()
+        for viewer in list(self.viewers.values()):
+            if (
+                not viewer.closed
+                and viewer.in_flight
+                and now - viewer.last_progress > STALL_SECONDS
+            ):
+                self._detach_locked(
+                    viewer, "the terminal stopped reading the container's output and was detached"
+                )
 
     def _write(self) -> None:
         while True:
@@ -190,6 +232,7 @@ class Session:
             viewer = self.viewers.get(channel)
             if viewer is not None:
                 viewer.in_flight = max(0, viewer.in_flight - nbytes)
+                viewer.last_progress = time.monotonic()
                 self.lock.notify_all()
 
     def remove_viewer(self, channel: str) -> None:
@@ -253,6 +296,8 @@ class Session:
                 viewer.pending[0] = head[room:]
                 size += room
         viewer.pending_bytes -= size
+        if not viewer.in_flight:  # the stall clock starts when bytes go out unanswered
+            viewer.last_progress = time.monotonic()
         viewer.in_flight += size
         return b"".join(parts)
 
@@ -313,8 +358,9 @@ class TerminalHub:
         connect: Callable[[], socket.socket],
         publisher: Publisher,
         *,
-        resize: Callable[[int, int], None] | None = None,
+        resize: Callable[[int, int], object] | None = None,
         scrollback: Callable[[], bytes] | None = None,
+        on_eof: Callable[[Session], None] | None = None,
     ) -> Session:
         """The session for key, connecting (and seeding its scrollback) on first use."""
         with self.lock:
@@ -324,7 +370,13 @@ class TerminalHub:
             sock = connect()
             history = scrollback() if scrollback is not None else b""
             session = Session(
-                key, sock, publisher, resize=resize, scrollback=history, on_close=self._forget
+                key,
+                sock,
+                publisher,
+                resize=resize,
+                scrollback=history,
+                on_close=self._forget,
+                on_eof=on_eof,
             )
             self.sessions[key] = session
             return session

@@ -101,7 +101,6 @@ class Worker:
         self.channel = engine_channel(engine.config.node)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_threads, "engine")
         self.heartbeat_interval = heartbeat_interval
-        self.started = time.time()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -182,7 +181,7 @@ class Worker:
                 "type": "engine.heartbeat",
                 "node": self.engine.config.node,
                 "time": time.time(),
-                "started": self.started,
+                "started": self.engine.started,
                 "info": info,
             }
             try:

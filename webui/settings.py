@@ -158,7 +158,7 @@ if env("GANTRY_CHANNEL_LAYER") == "memory":
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "webui.channel_layer.GantryRedisChannelLayer",
             # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s that
             # channels_redis blocks in BZPOPMIN: an idle receive would then fail. Read longer.
             "CONFIG": {

@@ -25,4 +25,5 @@ urlpatterns = [
     path("", include("webui.views.files")),
     path("", include("webui.views.spec")),
     path("", include("webui.views.run")),
+    path("", include("webui.views.terminal")),
 ]

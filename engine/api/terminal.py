@@ -17,8 +17,9 @@ from typing import Any
 
 from engine.core import Engine
 from engine.errors import InvalidInputError
-from engine.rpc import CHANNEL_RE
+from engine.rpc import CHANNEL_RE, Context, op
 from engine.terminal import TerminalHub
+from engine.validate import Args
 
 TERM_TYPE = "engine.term"
 SESSION_RE = re.compile(r"^(ctr:[0-9a-f]{64}|exec:[0-9a-f]{64}:[0-9a-f]{16,64}|test:[\w.-]{1,64})$")
@@ -68,3 +69,51 @@ def handle_term_message(engine: Engine, message: dict[str, Any]) -> None:
         session.remove_viewer(_viewer(message))
     else:
         raise InvalidInputError(f"unknown terminal op {str(op)[:20]!r}")
+
+
+def _consoles(ctx: Context) -> Any:
+    from engine.consoles import Consoles  # late: it pulls in the whole container stack
+
+    return ctx.engine.get(Consoles)
+
+
+@op("term.attach")
+def attach(ctx: Context, args: Args) -> dict[str, Any]:
+    """Join a container's console (tty containers) or one of its exec shells. Output then
+    flows to ``viewer`` as term.output messages; see the module docstring for the rest."""
+    container = args.get_str("container", required=True, max_len=128)
+    exec_id = args.get_str("exec", max_len=64)
+    viewer = args.get_str("viewer", required=True, max_len=200, pattern=CHANNEL_RE)
+    args.done()
+    result = dict(_consoles(ctx).attach(container, viewer, ctx.publisher, exec_id=exec_id))
+    result["engine_started"] = ctx.engine.started
+    return result
+
+
+@op("exec.create")
+def exec_create(ctx: Context, args: Args) -> dict[str, Any]:
+    """Start an interactive shell (exec -t) in a running container: the given command, or
+    the first of bash, sh the image has. Attach to it with term.attach {exec: id}."""
+    container = args.get_str("container", required=True, max_len=128)
+    command = args.get_str_list("command", max_items=256)
+    user = args.get_str("user", default="", max_len=256)
+    rows = args.get_int("rows", default=24, lo=1, hi=MAX_ROWS)
+    cols = args.get_int("cols", default=80, lo=1, hi=MAX_COLS)
+    args.done()
+    if any(not part for part in command):
+        raise InvalidInputError("command: empty words are not allowed")
+    return dict(
+        _consoles(ctx).create_exec(
+            container, command, ctx.publisher, user=user, rows=rows, cols=cols
+        )
+    )
+
+
+@op("exec.transcripts")
+def exec_transcripts(ctx: Context, args: Args) -> list[dict[str, Any]]:
+    """What the container's finished exec shells printed (the last 64 KiB of each)."""
+    container = args.get_str("container", required=True, max_len=128)
+    args.done()
+    consoles = _consoles(ctx)
+    record = consoles.containers.get(container)
+    return list(consoles.transcripts(record.id))

@@ -12,12 +12,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from engine.cli import containers, images, node, runtime, spec
+from engine.cli import containers, images, node, runtime, spec, terminal
 from engine.core import Engine
 from engine.errors import EngineError
 
 Verb = Callable[[Engine, argparse.Namespace], int]
-DOMAINS = [node, images, containers, spec, runtime]
+DOMAINS = [node, images, containers, spec, runtime, terminal]
 
 
 def build_parser() -> argparse.ArgumentParser:

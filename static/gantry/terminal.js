@@ -98,7 +98,6 @@
     const ws = new WebSocket(wsBase + pane.path);
     ws.binaryType = "arraybuffer";
     pane.ws = ws;
-    let replayed = false;
     ws.onmessage = (e) => {
       if (typeof e.data !== "string") {
         pane.term.write(new Uint8Array(e.data));
@@ -107,7 +106,7 @@
       const msg = JSON.parse(e.data);
       if (msg.type === "attached") {
         pane.retry = 500;
-        if (!replayed) { pane.term.reset(); replayed = true; }
+        pane.term.reset(); // the engine replays the recent screen after every attach
         setStatus(pane, "attached", "attached");
         resize(pane);
         if (!pane.box.hidden) pane.term.focus();

@@ -138,3 +138,47 @@ def test_eof_closes_the_session_and_tells_viewers_the_exit_code(pair: Any) -> No
     assert viewers.closed["a!1"]["exit_code"] == 7
     with pytest.raises(InvalidInputError):
         session.send_input(b"ls\n")
+
+
+def test_a_slow_but_reading_viewer_gets_every_byte_by_backpressure(
+    pair: Any, monkeypatch: Any
+) -> None:
+    """`cat` of a big file to one viewer slower than the container: the engine stops reading
+    (conmon's writes block) instead of detaching the only viewer."""
+    monkeypatch.setattr(terminal, "HIGH_WATER", 128 * 1024)
+    monkeypatch.setattr(terminal, "MAX_PENDING", 512 * 1024)
+
+    class Slow(Viewers):
+        def send(self, channel: str, event: dict[str, Any]) -> None:
+            time.sleep(0.002)
+            super().send(channel, event)
+
+    ours, conmon = pair
+    viewers = Slow()
+    session = start(ours, viewers)
+    session.add_viewer("slow!1")
+    payload = bytes(range(256)) * 16 * 1024  # 4 MiB, eight times MAX_PENDING
+    writer = threading.Thread(target=emit, args=(conmon, payload))
+    writer.start()
+    wait_for(lambda: len(viewers.text("slow!1")) >= len(payload), timeout=60)
+    writer.join()
+    assert viewers.text("slow!1") == payload
+    assert "slow!1" not in viewers.closed
+    session.close("test over")
+
+
+def test_a_viewer_that_stops_reading_is_detached_and_output_flows_on(
+    pair: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(terminal, "STALL_SECONDS", 0.5)
+    monkeypatch.setattr(terminal, "HIGH_WATER", 64 * 1024)
+    ours, conmon = pair
+    viewers = Viewers()
+    viewers.stalled.add("gone!1")
+    session = start(ours, viewers)
+    session.add_viewer("gone!1")
+    emit(conmon, b"z" * 2_000_000)  # blocks for good if the engine stopped reading
+    wait_for(lambda: "gone!1" in viewers.closed)
+    assert "stopped reading" in viewers.closed["gone!1"]["reason"]
+    wait_for(lambda: session.bytes_out >= 2_000_000)
+    session.close("test over")

@@ -77,3 +77,11 @@ class AuthedJsonConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         return Session.objects.filter(
             session_key=self.session_key, expire_date__gt=timezone.now()
         ).exists()
+
+
+class NotFoundConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    """Any other websocket path: closed with 4404 instead of an error in the router."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.close(code=CLOSE_NOT_FOUND)

@@ -41,10 +41,18 @@ class EventsConsumer(AuthedJsonConsumer):
             )
 
     async def may_see(self, event: dict[str, Any]) -> bool:
-        """Container events only reach their owner (or an admin)."""
+        """Container events only reach their owner (or an admin). A "yes" is kept for the life
+        of the socket (ownership does not change); a "no" is asked again, because the web
+        records a new container's owner just after the engine's create event."""
         container_id = event.get("container")
         if not container_id:
             return True
+        cache: dict[str, bool] = self.__dict__.setdefault("_seen", {})
+        if cache.get(str(container_id)):
+            return True
         from webui.access import user_owns_container
 
-        return bool(await user_owns_container(self.user, str(container_id)))
+        allowed = bool(await user_owns_container(self.user, str(container_id)))
+        if allowed and len(cache) < 10_000:
+            cache[str(container_id)] = True
+        return allowed

@@ -12,16 +12,20 @@ cannot is detached by the engine with a message (engine/terminal.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 from typing import Any
 
+from django.http import Http404
+
 from engine.api.terminal import MAX_COLS, MAX_INPUT, MAX_ROWS, TERM_TYPE
 from engine.errors import EngineError, NotFoundError
+from engine.events import NODES_GROUP
 from engine.rpc import engine_channel
 from webui import engine_client
-from webui.access import user_owns_container
+from webui.access import aget_container_for_user
 from webui.consumers.base import (
     CLOSE_BAD_MESSAGE,
     CLOSE_FORBIDDEN,
@@ -29,7 +33,10 @@ from webui.consumers.base import (
     AuthedJsonConsumer,
 )
 
+__all__ = ["TerminalConsumer"]
+
 ACK_EVERY = 256 * 1024
+ACK_DELAY = 0.3
 MAX_CONTROL = 4096
 INPUT_RATE, INPUT_BURST = 200.0, 400.0  # messages per second (paste is one message)
 CLOSE_TOO_BIG = 1009
@@ -53,47 +60,77 @@ class TokenBucket:
 
 
 class TerminalConsumer(AuthedJsonConsumer):
-    session_key = ""
+    term_key = ""
+    engine_started: float | None = None
+    ack_later: asyncio.TimerHandle | None = None
 
     async def authed_connect(self) -> None:
         kwargs = self.scope["url_route"]["kwargs"]
-        container_id, exec_id = kwargs.get("container_id", ""), kwargs.get("exec_id")
+        self.container_id = kwargs.get("container_id", "")
+        self.exec_id = kwargs.get("exec_id")
         await self.accept()
-        if not ID_RE.match(container_id) or (exec_id is not None and not EXEC_RE.match(exec_id)):
+        if not ID_RE.match(self.container_id) or (
+            self.exec_id is not None and not EXEC_RE.match(self.exec_id)
+        ):
             await self.close(code=CLOSE_NOT_FOUND)
             return
-        if not await user_owns_container(self.user, container_id):
+        try:
+            own = await aget_container_for_user(self.user, self.container_id)
+        except Http404:
             # Same answer for "not yours" and "does not exist": ids are not an oracle.
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        self.node = engine_client.node_name()
+        self.node = own.node or engine_client.node_name()
         self.unacked = 0
         self.bucket = TokenBucket(INPUT_RATE, INPUT_BURST)
-        args: dict[str, Any] = {"container": container_id, "viewer": self.channel_name}
-        if exec_id:
-            args["exec"] = exec_id
+        # Heartbeats tell us when the engine restarted: then attach again (it replays the
+        # scrollback), so the pane comes back by itself.
+        await self.join(NODES_GROUP)
+        await self._attach()
+
+    async def _attach(self) -> None:
+        args: dict[str, Any] = {"container": self.container_id, "viewer": self.channel_name}
+        if self.exec_id:
+            args["exec"] = self.exec_id
         try:
-            result = await engine_client.call("term.attach", args, user=self.user, timeout=10)
+            result = await engine_client.call(
+                "term.attach", args, user=self.user, node=self.node, timeout=10
+            )
         except EngineError as err:
             await self.send_json({"type": "error", "message": err.message, "code": err.code})
-            await self.close(code=CLOSE_NOT_FOUND if isinstance(err, NotFoundError) else 4409)
+            if err.code != "offline":
+                await self.close(code=CLOSE_NOT_FOUND if isinstance(err, NotFoundError) else 4409)
             return
-        self.session_key = str(result["session"])
+        self.term_key = str(result["session"])
+        self.engine_started = result.get("engine_started")
+        self.unacked = 0
         await self.send_json(
-            {"type": "attached", "session": self.session_key, "tty": result.get("tty", True)}
+            {"type": "attached", "session": self.term_key, "tty": result.get("tty", True)}
         )
 
+    async def engine_heartbeat(self, event: dict[str, Any]) -> None:
+        if event.get("node") != self.node:
+            return
+        started = event.get("started")
+        if self.engine_started is None:
+            self.engine_started = started
+        elif started != self.engine_started:
+            self.engine_started = started
+            await self._attach()
+        elif not self.term_key:
+            await self._attach()
+
     async def disconnect(self, code: int) -> None:
-        if self.session_key:
+        if self.term_key:
             await self._to_engine({"op": "detach", "viewer": self.channel_name})
-            self.session_key = ""
+            self.term_key = ""
         await super().disconnect(code)
 
     async def _to_engine(self, message: dict[str, Any]) -> None:
         try:
             await self.channel_layer.send(
                 engine_channel(self.node),
-                {"type": TERM_TYPE, "session": self.session_key} | message,
+                {"type": TERM_TYPE, "session": self.term_key} | message,
             )
         except Exception:
             await self.send_json({"type": "error", "message": "engine offline"})
@@ -102,7 +139,7 @@ class TerminalConsumer(AuthedJsonConsumer):
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
     ) -> None:
-        if not self.session_key:
+        if not self.term_key:
             return
         if bytes_data is not None:
             await self._input(bytes_data)
@@ -145,9 +182,21 @@ class TerminalConsumer(AuthedJsonConsumer):
     # -- from the engine ---------------------------------------------------------------------
     async def term_output(self, event: dict[str, Any]) -> None:
         data = event.get("data", b"")
-        await self.send(bytes_data=data)
+        await self.send(bytes_data=data)  # waits while the browser's socket is full
         self.unacked += len(data)
         if self.unacked >= ACK_EVERY:
+            await self._ack()
+        elif self.ack_later is None:
+            # A trickle (typing) is acknowledged in batches, at most a few times a second.
+            self.ack_later = asyncio.get_running_loop().call_later(
+                ACK_DELAY, lambda: asyncio.ensure_future(self._ack())
+            )
+
+    async def _ack(self) -> None:
+        if self.ack_later is not None:
+            self.ack_later.cancel()
+            self.ack_later = None
+        if self.unacked and self.term_key:
             nbytes, self.unacked = self.unacked, 0
             await self._to_engine({"op": "ack", "viewer": self.channel_name, "bytes": nbytes})
 
@@ -155,7 +204,7 @@ class TerminalConsumer(AuthedJsonConsumer):
         await self.send_json(
             {"type": "exit", "code": event.get("exit_code"), "reason": event.get("reason", "")}
         )
-        self.session_key = ""
+        self.term_key = ""
         await self.close(code=1000)
 
 

@@ -1,0 +1,167 @@
+"""`exec -t -i` and `attach` in a real terminal, as podman's: raw mode, the window size
+followed (SIGWINCH → conmon's ctl FIFO), Ctrl-P Ctrl-Q detaches from `attach`.
+
+The CLI runs in-process as root, so it talks to conmon's attach socket itself (conmon accepts
+several clients: the browser panes keep working meanwhile)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import shutil
+import signal
+import socket
+import sys
+import termios
+import tty
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from engine.conmon import attach_socket_path, connect_attach, write_ctl
+from engine.core import Engine
+from engine.errors import EngineError, InvalidInputError, InvalidStateError
+from engine.lifecycle import Lifecycle
+
+DETACH_KEYS = b"\x10\x11"  # Ctrl-P Ctrl-Q, podman's default
+PACKET = 8193
+INPUT_PACKET = 32 * 1024
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("attach", help="attach to a running container's terminal")
+    p.add_argument("--no-stdin", action="store_true", help="do not send input")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_attach)
+
+
+@contextlib.contextmanager
+def raw_terminal(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _size() -> tuple[int, int]:
+    cols, rows = shutil.get_terminal_size((80, 24))
+    return rows, cols
+
+
+def pump(
+    sock: socket.socket,
+    *,
+    send_input: bool,
+    resize: Callable[[int, int], Any],
+    detach_keys: bytes | None = None,
+) -> str:
+    """Copy the socket to stdout and stdin to the socket until EOF. Returns "eof" or
+    "detached"."""
+    out = sys.stdout.buffer
+    stdin_fd = sys.stdin.fileno() if send_input else -1
+    previous = signal.signal(signal.SIGWINCH, lambda *_: resize(*_size()))
+    recent = b""
+    try:
+        while True:
+            readers = [sock] + ([stdin_fd] if stdin_fd >= 0 else [])
+            try:
+                ready = select.select(readers, [], [])[0]
+            except InterruptedError:
+                continue
+            if sock in ready:
+                packet = sock.recv(PACKET)
+                if not packet:
+                    return "eof"
+                out.write(packet[1:])
+                out.flush()
+            if stdin_fd in ready:
+                data = os.read(stdin_fd, INPUT_PACKET)
+                if not data:  # stdin closed: tell conmon, keep reading output
+                    sock.shutdown(socket.SHUT_WR)
+                    stdin_fd = -1
+                    continue
+                if detach_keys:
+                    recent = (recent + data)[-len(detach_keys) :]
+                    if recent == detach_keys:
+                        return "detached"
+                sock.sendall(data)
+    finally:
+        signal.signal(signal.SIGWINCH, previous)
+
+
+def cmd_attach(engine: Engine, args: argparse.Namespace) -> int:
+    lifecycle = engine.get(Lifecycle)
+    record = lifecycle.get_synced(args.name)
+    if record.state != "running":
+        raise InvalidStateError(
+            f"you can only attach to running containers ({record.name} is {record.state})",
+            current=record.state,
+            wanted=("running",),
+        )
+    if not record.options.tty:
+        raise InvalidInputError(f"container {record.name} has no terminal (created without -t)")
+    bundle = attach_socket_path(engine, record).parent
+    sock = connect_attach(bundle)
+    interactive = sys.stdin.isatty() and not args.no_stdin
+    try:
+        with raw_terminal(interactive):
+            write_ctl(bundle, 1, *_size())
+            how = pump(
+                sock,
+                send_input=not args.no_stdin,
+                detach_keys=DETACH_KEYS,
+                resize=lambda r, c: write_ctl(bundle, 1, r, c),
+            )
+    finally:
+        sock.close()
+    if how == "detached":
+        print(f"\r\nDetached from {record.name}", file=sys.stderr)
+        return 0
+    return lifecycle.get_synced(record.id).exit_code or 0
+
+
+def exec_interactive(engine: Engine, args: argparse.Namespace) -> int:
+    """`exec [-t] [-i] NAME CMD...`: exit with the command's status (125 when the exec could
+    not start, 126/127 as podman for not executable / not found)."""
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("Error: must provide a non-empty command to start an exec session", file=sys.stderr)
+        return 125
+    use_tty = bool(args.tty) and sys.stdout.isatty()
+    session = engine.get(Lifecycle).exec_session(
+        args.name,
+        command,
+        tty=use_tty,
+        stdin=bool(args.interactive) and not use_tty,
+        env=list(args.env) + (["TERM=" + os.environ.get("TERM", "xterm")] if use_tty else []),
+        workdir=args.workdir or "",
+        user=args.user or "",
+    )
+    try:
+        session.prepare()
+        sock = session.connect()
+        try:
+            if use_tty:
+                session.resize(*_size())
+            try:
+                session.release()
+            except EngineError as err:
+                print(f"Error: {err.message}", file=sys.stderr)
+                text = err.message.lower()
+                return 127 if "no such file" in text or "not found" in text else 126
+            with raw_terminal(use_tty and args.interactive and sys.stdin.isatty()):
+                pump(sock, send_input=bool(args.interactive), resize=session.resize)
+        finally:
+            sock.close()
+        return session.wait()
+    finally:
+        session.cleanup()
