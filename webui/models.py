@@ -43,3 +43,23 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action} {self.target}"
+
+
+class LabRun(models.Model):
+    """One go at the lab by one user: which image and container it follows, and when each
+    milestone was first reached (a milestone stays reached once it was true)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="lab_runs"
+    )
+    image = models.CharField(max_length=512)
+    container_id = models.CharField(max_length=64, blank=True)
+    container_name = models.CharField(max_length=128, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    reached = models.JSONField(default=dict, blank=True)  # check id -> ISO time
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"lab of {self.user_id} on {self.image}"

@@ -26,4 +26,5 @@ urlpatterns = [
     path("", include("webui.views.spec")),
     path("", include("webui.views.run")),
     path("", include("webui.views.terminal")),
+    path("", include("webui.views.lab")),
 ]

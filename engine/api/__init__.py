@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from engine.api import containers, files, images, node, runtime, spec, terminal  # noqa: F401
+from engine.api import containers, files, images, lab, node, runtime, spec, terminal  # noqa: F401

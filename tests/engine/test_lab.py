@@ -1,0 +1,96 @@
+"""The lab's milestones, read by the engine from real state at every step of the lab (with a
+busybox stand-in for gantry/on-off), and a container described as the lab's steps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine import lab
+from engine.consoles import Consoles
+from engine.containers import Containers
+from engine.core import Engine
+from engine.lifecycle import Lifecycle
+from engine.rpc import Context
+from engine.terminal import TerminalHub
+from engine.volumes import Volume
+from tests.conftest import requires
+from tests.engine.runtools import RUNTIME_REASON, can_run_containers, create, on_off_image
+from tests.engine.test_consoles import Screens
+
+pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]
+IMAGE = "localhost/gantry/on-off:latest"
+
+
+@pytest.fixture
+def live(engine: Engine) -> Iterator[Engine]:
+    from engine.api.runtime import watch_exits
+
+    engine.ensure_root()
+    watch_exits(Context(engine))
+    yield engine
+    engine.get(TerminalHub).close_all()
+    for record in engine.get(Containers).list():
+        engine.get(Containers).remove(record.id, force=True)
+    engine.stopping.set()
+    watcher = engine.get(Lifecycle).watcher
+    if watcher is not None:
+        watcher.stop()
+
+
+def true_checks(engine: Engine, container_id: str = "") -> set[str]:
+    result = lab.check(engine, IMAGE, container_id)["checks"]
+    return {name for name, ok in result.items() if ok}
+
+
+def wait_for(cond: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_every_milestone_turns_true_as_the_lab_is_done(live: Engine, tmp_path: Path) -> None:
+    assert true_checks(live) == set()
+    on_off_image(live)
+    assert true_checks(live) == {"pulled"}
+    mnt = tmp_path / "volumes" / "mnt"
+    mnt.mkdir(parents=True)
+    record = create(live, [], image=IMAGE, volumes=[Volume(str(mnt), "/mnt")], name="lab")
+    assert true_checks(live, record.id) == {"pulled", "created"}
+    merged = live.get(Containers).mount(record.id)
+    (merged / "test").touch()
+    assert "test_file" in true_checks(live, record.id)
+    live.get(Lifecycle).start("lab")
+    wait_for(lambda: "first_exit" in true_checks(live, record.id))
+    assert {"config", "test_file"} <= true_checks(live, record.id)
+    (mnt / "on").touch()
+    assert "mnt_on" in true_checks(live, record.id)
+    live.get(Lifecycle).start("lab")
+    wait_for(lambda: "top_running" in true_checks(live, record.id))
+    screens = Screens(live)
+    shell = live.get(Consoles).create_exec("lab", [], screens)
+    live.get(Consoles).attach("lab", "v!1", screens, exec_id=shell["exec"])
+    live.get(TerminalHub).get(shell["session"]).send_input(b"ls /\nexit\n")
+    wait_for(lambda: "exec_saw_test" in true_checks(live, record.id))
+    live.get(Lifecycle).kill("lab")
+    live.get(Containers).unmount_all(record.id)
+    live.get(Containers).remove(record.id)
+    assert true_checks(live, record.id) == {"pulled", "gone"}
+
+
+def test_steps_name_the_real_paths_and_ids(live: Engine, tmp_path: Path) -> None:
+    on_off_image(live)
+    record = create(live, [], image=IMAGE, name="steps")
+    described = lab.steps(live, "steps")
+    by_key = {s["key"]: s for s in described["steps"]}
+    assert list(by_key) == ["pull", "create", "mount", "spec", "start", "terminal", "remove"]
+    assert by_key["pull"]["done"] and not by_key["spec"]["done"]
+    paths = live.get(Containers).paths(record.id)
+    mount_cmd = by_key["mount"]["low"][0]
+    assert mount_cmd.startswith("mount -t overlay") and f"upperdir={paths.upper}" in mount_cmd
+    assert any(record.id in c and "runc" in c for c in by_key["start"]["low"])
+    assert by_key["create"]["podman"][0].startswith("podman create --name steps")

@@ -1,0 +1,287 @@
+"""The lab (/lab/): the hands-on exercise Gantry grew from, as a guided page whose checks the
+engine evaluates from real state; and, on every container page, the container as the lab's
+steps (done / next, with the podman and low-level commands each amounted to) and its timeline.
+
+A check turns green by itself: the page re-reads the checks when an engine event arrives
+(htmx, on `gantry:container`) and every few seconds (a file created on the host makes no
+event). A milestone stays green once reached; the web remembers when (LabRun.reached).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import URLPattern, URLResolver, path
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from engine.errors import EngineError
+from engine.lab import CHECKS
+from webui import engine_client
+from webui.access import avisible_containers
+from webui.models import AuditEvent, LabRun
+from webui.views.containers import audit, container_header, error_response
+
+DEFAULT_IMAGE = os.environ.get(
+    "GANTRY_LAB_IMAGE",
+    f"127.0.0.1:{os.environ.get('GANTRY_REGISTRY_PORT', '5000')}/gantry/on-off:latest",
+)
+# What to do for each check, in Gantry and with podman.
+HOWTO: dict[str, tuple[str, str]] = {
+    "pulled": (
+        "Images → pull the lab image (tick “skip TLS verification”: the demo registry is "
+        "plain http on loopback).",
+        "podman pull --tls-verify=false {image}",
+    ),
+    "created": (
+        "Containers → New container from the lab image, with the volume /mnt:/mnt.",
+        "podman create -v /mnt:/mnt:Z --name on-off {image}",
+    ),
+    "test_file": (
+        "Files tab → New file “test” (the overlay is mounted for you).",
+        "touch $(podman mount on-off)/test",
+    ),
+    "config": (
+        "Spec tab → Generate config.json (or just start: the first start writes it).",
+        "podman init on-off",
+    ),
+    "first_exit": (
+        "Run tab → Start. /mnt/on does not exist, so the image exits at once: Exited (0).",
+        "podman start on-off",
+    ),
+    "mnt_on": (
+        "Create /mnt/on on the host (button below, or `touch` on the host).",
+        "touch /mnt/on",
+    ),
+    "top_running": ("Run tab → Start again. Now it runs top: Up.", "podman start on-off"),
+    "exec_saw_test": (
+        "Terminal tab → New shell, type `ls`: `test` is there.",
+        "podman exec -it on-off bash   # then: ls",
+    ),
+    "gone": ("Run tab → Kill, then Remove.", "podman kill on-off; podman rm on-off"),
+}
+
+
+async def _run_for(user: Any) -> LabRun | None:
+    return await LabRun.objects.filter(user=user).order_by("-started_at").afirst()
+
+
+@require_GET
+async def lab_page(request: HttpRequest) -> HttpResponse:
+    user = await request.auser()
+    run = await _run_for(user)
+    return render(
+        request,
+        "lab/index.html",
+        {
+            "nav": "lab",
+            "run": run,
+            "default_image": DEFAULT_IMAGE,
+        },
+    )
+
+
+@require_POST
+async def lab_start(request: HttpRequest) -> HttpResponse:
+    user = await request.auser()
+    image = (request.POST.get("image") or DEFAULT_IMAGE).strip()[:512]
+    await LabRun.objects.acreate(user=cast(Any, user), image=image)
+    return redirect("ui-lab")
+
+
+async def _find_container(user: Any, run: LabRun, image_id: str) -> None:
+    """The lab follows the newest container the user made from the lab image since the run
+    started (owned by them, through the web)."""
+    if run.container_id or not image_id:
+        return
+    mine = {
+        o.container_id
+        for o in await avisible_containers(user)
+        if o.owner_id == user.pk and o.created_at >= run.started_at
+    }
+    if not mine:
+        return
+    try:
+        listed = await engine_client.call(
+            "container.list", {"ids": sorted(mine)}, user=user, timeout=5
+        )
+    except EngineError:
+        return
+    candidates = [c for c in listed if c.get("Id") in mine and c.get("ImageID") == image_id]
+    if candidates:
+        newest = max(candidates, key=lambda c: c.get("Created", 0))
+        run.container_id, run.container_name = newest["Id"], newest["Names"][0]
+        await run.asave(update_fields=["container_id", "container_name"])
+
+
+@require_GET
+async def lab_checks(request: HttpRequest) -> HttpResponse:
+    user = await request.auser()
+    run = await _run_for(user)
+    if run is None:
+        return HttpResponse(status=204)
+    error = ""
+    try:
+        state = await engine_client.call(
+            "lab.check", {"image": run.image, "container": run.container_id}, user=user, timeout=5
+        )
+        await _find_container(user, run, state["facts"].get("image_id", ""))
+        if run.container_id and not state["facts"].get("container"):
+            state = await engine_client.call(
+                "lab.check",
+                {"image": run.image, "container": run.container_id},
+                user=user,
+                timeout=5,
+            )
+        now = timezone.now().isoformat()
+        fresh = {k: now for k, ok in state["checks"].items() if ok and k not in run.reached}
+        if fresh:
+            run.reached = run.reached | fresh
+            await run.asave(update_fields=["reached"])
+    except EngineError as err:
+        state, error = {"checks": {}, "facts": {}}, err.message
+    rows, next_found = [], False
+    for key, title in CHECKS:
+        done = key in run.reached
+        is_next = not done and not next_found
+        next_found = next_found or is_next
+        how, podman = HOWTO[key]
+        rows.append(
+            {
+                "key": key,
+                "title": title,
+                "done": done,
+                "next": is_next,
+                "at": run.reached.get(key, ""),
+                "how": how,
+                "podman": podman.format(image=run.image),
+            }
+        )
+    response = render(
+        request,
+        "lab/checks.html",
+        {
+            "run": run,
+            "rows": rows,
+            "error": error,
+            "facts": state.get("facts", {}),
+            "all_done": all(r["done"] for r in rows),
+        },
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+async def lab_touch_on(request: HttpRequest) -> HttpResponse:
+    """The lab's `touch /mnt/on`, done by the engine in the volume's host directory."""
+    user = await request.auser()
+    run = await _run_for(user)
+    if run is None or not run.container_id:
+        return HttpResponse(
+            "create the lab container first", status=409, content_type="text/plain; charset=utf-8"
+        )
+    user, own, _ = await container_header(request, run.container_id)
+    started = time.monotonic()
+    try:
+        result = await engine_client.call(
+            "lab.volume_touch",
+            {"id": run.container_id, "destination": "/mnt", "name": "on"},
+            user=user,
+            node=own.node,
+        )
+    except EngineError as err:
+        await audit(user, "lab.volume_touch", run.container_id, started, err.message)
+        return error_response(err)
+    await audit(user, "lab.volume_touch", run.container_id, started, path=result["path"])
+    response = HttpResponse(status=204)
+    response["HX-Trigger"] = "gantry:container"
+    return response
+
+
+# -- a container as the lab's steps, and its timeline ---------------------------------------
+@require_GET
+async def container_steps(request: HttpRequest, container_id: str) -> HttpResponse:
+    user, own, _ = await container_header(request, container_id)
+    try:
+        described = await engine_client.call(
+            "lab.steps", {"id": container_id}, user=user, node=own.node
+        )
+    except EngineError as err:
+        return render(request, "lab/steps.html", {"error": err.message})
+    next_found = False
+    for step in described["steps"]:
+        step["next"] = not step["done"] and not next_found
+        next_found = next_found or step["next"]
+    response = render(request, "lab/steps.html", {"d": described, "container_id": container_id})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+async def container_timeline(request: HttpRequest, container_id: str) -> HttpResponse:
+    user, own, info = await container_header(request, container_id)
+    events = [
+        e
+        async for e in AuditEvent.objects.filter(target=container_id)
+        .select_related("user")
+        .order_by("at")[:500]
+    ]
+    rows: list[dict[str, Any]] = [
+        {
+            "at": e.at,
+            "who": e.user.get_username() if e.user else "(deleted user)",
+            "what": e.action,
+            "ok": e.ok,
+            "error": e.error,
+            "ms": e.duration_ms,
+        }
+        for e in events
+    ]
+    state = info.get("State", {})
+    for label, stamp in (
+        ("started (engine)", state.get("StartedAt")),
+        ("finished (engine)", state.get("FinishedAt")),
+    ):
+        when = _parse_time(stamp)
+        if when is not None:
+            detail = f"exit code {state.get('ExitCode')}" if "finished" in label else ""
+            rows.append(
+                {
+                    "at": when,
+                    "who": "engine",
+                    "what": label,
+                    "ok": True,
+                    "error": detail,
+                    "ms": None,
+                }
+            )
+    rows.sort(key=lambda r: r["at"])
+    return render(request, "lab/timeline.html", {"rows": rows})
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value or not isinstance(value, str) or value.startswith("0001"):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("lab/", lab_page, name="ui-lab"),
+    path("lab/start", lab_start, name="ui-lab-start"),
+    path("lab/checks", lab_checks, name="ui-lab-checks"),
+    path("lab/touch-on", lab_touch_on, name="ui-lab-touch-on"),
+    path("containers/<str:container_id>/steps", container_steps, name="ui-container-steps"),
+    path(
+        "containers/<str:container_id>/timeline", container_timeline, name="ui-container-timeline"
+    ),
+]
