@@ -84,6 +84,7 @@ def test_it_delivers_every_byte_in_order(pair: Any) -> None:
 
 
 def test_a_stalled_viewer_does_not_stop_the_others(pair: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(terminal, "HIGH_WATER", 64 * 1024)
     monkeypatch.setattr(terminal, "MAX_PENDING", 256 * 1024)
     ours, conmon = pair
     viewers = Viewers()
@@ -95,6 +96,7 @@ def test_a_stalled_viewer_does_not_stop_the_others(pair: Any, monkeypatch: Any) 
     emit(conmon, payload)  # would block after ~10 packets if nobody drained the socket
     wait_for(lambda: len(viewers.text("fast!1")) >= len(payload))
     assert viewers.text("fast!1") == payload
+    assert "fast!1" not in viewers.closed
     wait_for(lambda: "slow!1" in viewers.closed)
     assert "too far behind" in viewers.closed["slow!1"]["reason"]
     assert len(viewers.text("slow!1")) <= terminal.WINDOW
