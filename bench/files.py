@@ -120,8 +120,9 @@ class Bench:
 
     def make_container(self) -> None:
         from engine.config import EngineConfig
-        from engine.containers import Containers, CreateOptions
+        from engine.containers import Containers
         from engine.core import Engine
+        from engine.records import CreateOptions
         from tests.imagetools import busybox_image
 
         self.root.mkdir(mode=0o700)

@@ -59,7 +59,7 @@ def ctl_fifo(bundle: Path) -> Path:
 
 def attach_socket_path(engine: Engine, record: Any) -> Path:
     """A container's attach socket (``<bundle>/attach``; exists while its conmon runs).
-    ``record`` is an engine.containers.ContainerRecord. Connect with connect_attach(bundle):
+    ``record`` is an engine.records.ContainerRecord. Connect with connect_attach(bundle):
     the path may be longer than sun_path allows."""
     from engine.containers import Containers
 

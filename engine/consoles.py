@@ -22,18 +22,20 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from engine import atomic
 from engine.conmon import connect_attach, read_exit_file, write_ctl
-from engine.containers import PAUSED, RUNNING, Containers, publish_container_event
+from engine.containers import Containers, publish_container_event
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError, InvalidStateError, NotFoundError
 from engine.events import Publisher
 from engine.execs import EXEC_ID_RE
 from engine.lifecycle import Lifecycle
 from engine.logs import read_all
+from engine.records import ACTIVE_STATES, PAUSED, RUNNING
 from engine.terminal import SCROLLBACK, Session, TerminalHub
 
 log = logging.getLogger("gantry.engine.consoles")
@@ -51,10 +53,16 @@ def exec_key(container_id: str, exec_id: str) -> str:
     return f"exec:{container_id}:{exec_id}"
 
 
-def _wait_exit_file(path: Path, timeout: float = EXIT_FILE_WAIT) -> int | None:
+def _wait_exit_code(
+    path: Path, recorded: Callable[[], int | None], timeout: float = EXIT_FILE_WAIT
+) -> int | None:
+    """The exit code from conmon's exit file, or from the record once the exit watcher has
+    consumed that file (it may win the race with the console's EOF)."""
     deadline = time.monotonic() + timeout
     while True:
         code = read_exit_file(path)
+        if code is None:
+            code = recorded()
         if code is not None or time.monotonic() > deadline:
             return code
         time.sleep(0.05)
@@ -104,8 +112,16 @@ class Consoles:
             except (OSError, EngineError):
                 return b""
 
+        def recorded() -> int | None:
+            try:
+                record = self.containers.load(container_id)
+            except EngineError:
+                return None
+            return None if record.state in ACTIVE_STATES else record.exit_code
+
         def on_eof(session: Session) -> None:
-            session.set_exit_code(_wait_exit_file(self.lifecycle.exit_file(container_id)))
+            exit_file = self.lifecycle.exit_file(container_id)
+            session.set_exit_code(_wait_exit_code(exit_file, recorded))
 
         try:
             return self.hub.open(
@@ -216,7 +232,7 @@ class Consoles:
         userdata = self.containers.paths(container_id).userdata
 
         def on_eof(session: Session) -> None:
-            code = _wait_exit_file(ebundle / "exit" / container_id)
+            code = _wait_exit_code(ebundle / "exit" / container_id, lambda: None)
             session.set_exit_code(code)
             _save_transcript(
                 userdata, exec_id, [], "", 0.0, code, session.ring.getvalue()[-TRANSCRIPT:]

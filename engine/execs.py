@@ -31,7 +31,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import atomic
 from engine.conmon import (
@@ -49,8 +49,12 @@ from engine.conmon import (
     spawn,
 )
 from engine.core import Engine
-from engine.errors import InvalidInputError, RuntimeFailedError
+from engine.errors import EngineError, InvalidInputError, RuntimeFailedError
 from engine.runtime import runc_message
+
+if TYPE_CHECKING:
+    from engine.containers import Containers
+    from engine.records import ContainerRecord
 
 EXEC_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 STREAM_STDOUT = 2
@@ -79,6 +83,54 @@ def sweep_exec_bundles(bundle: Path, container_id: str, *, keep_live: bool = Tru
         shutil.rmtree(ebundle, ignore_errors=True)
         removed += 1
     return removed
+
+
+def exec_process(
+    config_path: Path, command: list[str], env: list[str], workdir: str
+) -> dict[str, Any]:
+    """The process an exec runs: the container's ``config.process`` (read from its bundle)
+    with ``command`` as args, ``env`` entries replacing the same keys, and ``workdir`` as the
+    working dir (absolute, not under /proc); no consoleSize (an exec's pty is sized apart)."""
+    try:
+        config = json.loads(config_path.read_bytes())
+        process = dict(config["process"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RuntimeFailedError(f"exec: read {config_path.name}: {err}") from err
+    process["args"] = list(command)
+    merged = {e.partition("=")[0]: e for e in process.get("env") or []}
+    for entry in env:
+        if "=" not in entry or entry.startswith("="):
+            raise InvalidInputError(f"env {entry[:80]!r}: must be KEY=VALUE")
+        merged[entry.partition("=")[0]] = entry
+    process["env"] = list(merged.values())
+    if workdir:
+        if not workdir.startswith("/") or workdir == "/proc" or workdir.startswith("/proc/"):
+            raise InvalidInputError("workdir: an absolute path, not under /proc")
+        process["cwd"] = workdir
+    process.pop("consoleSize", None)
+    return process
+
+
+def exec_user(containers: Containers, record: ContainerRecord, unsafe_user: str) -> dict[str, Any]:
+    """``process.user`` for ``exec -u USER[:GROUP]``, resolved in the container's own
+    /etc/passwd and /etc/group (read through its root, at most 1 MiB each)."""
+    from engine.spec.users import additional_gids, resolve_user
+
+    def read(root: Any, name: str) -> bytes | None:
+        try:
+            fd = root.open_regular(name)
+        except (OSError, EngineError):
+            return None
+        with os.fdopen(fd, "rb") as f:
+            return f.read(1024 * 1024)
+
+    with containers.open_rootfs(record.id) as root:
+        passwd, group = read(root, "/etc/passwd"), read(root, "/etc/group")
+    found = resolve_user(unsafe_user, passwd, group)
+    out: dict[str, Any] = {"uid": found.uid, "gid": found.gid}
+    if additional_gids(found):
+        out["additionalGids"] = additional_gids(found)
+    return out
 
 
 class ExecSession:

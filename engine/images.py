@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import manifests, refs
+from engine.blobs import BlobReader, read_blob
 from engine.core import Engine
 from engine.credentials import Credentials
 from engine.errors import (
@@ -68,7 +69,7 @@ class RegistrySource:
         with job.lock:
             job.step = "copying config"
         config_desc = manifest.config
-        data = self.client.get_blob_bytes(repo, config_desc, manifests.MAX_CONFIG, what=what)
+        data = read_blob(self.client, repo, config_desc, manifests.MAX_CONFIG, what=what)
         config = manifests.parse_config(data, config_desc.digest, len(manifest.layers))
         repo_digests = [f"{self.ref.name}@{first.digest}"]
         if manifest.digest != first.digest:
@@ -87,8 +88,8 @@ class RegistrySource:
     def open_layer(
         self, desc: Descriptor, progress: Callable[[int], None]
     ) -> Callable[[int], bytes]:
-        reader = self.client.open_blob(
-            self.ref.path, desc, what=f"pull {self.ref}", progress=progress
+        reader = BlobReader(
+            self.client, self.ref.path, desc, what=f"pull {self.ref}", progress=progress
         )
         return reader.read
 

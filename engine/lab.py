@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from engine import mounts
-from engine.containers import CONFIGURED, CREATED, RUNNING, ContainerRecord, Containers
+from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import EngineError, NotFoundError
+from engine.records import CONFIGURED, CREATED, RUNNING, ContainerRecord
 from engine.store import ImageRecord, Store
 
 # id, what the learner reads

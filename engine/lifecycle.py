@@ -19,7 +19,6 @@ mount holds it, as podman does), exit file consumed, a "died" event published.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -39,17 +38,7 @@ from engine.conmon import (
     remove_files,
     wait_gone,
 )
-from engine.containers import (
-    ACTIVE_STATES,
-    CONFIGURED,
-    CREATED,
-    EXITED,
-    PAUSED,
-    RUNNING,
-    ContainerRecord,
-    Containers,
-    publish_container_event,
-)
+from engine.containers import Containers, publish_container_event
 from engine.core import Engine
 from engine.errors import (
     EngineError,
@@ -59,9 +48,26 @@ from engine.errors import (
     RuntimeFailedError,
 )
 from engine.events import Publisher
-from engine.execs import ExecResult, ExecSession, exec_bundles, run_exec, sweep_exec_bundles
+from engine.execs import (
+    ExecResult,
+    ExecSession,
+    exec_bundles,
+    exec_process,
+    exec_user,
+    run_exec,
+    sweep_exec_bundles,
+)
 from engine.exits import ExitWatcher, wait_for_file
 from engine.locks import LockTimeoutError
+from engine.records import (
+    ACTIVE_STATES,
+    CONFIGURED,
+    CREATED,
+    EXITED,
+    PAUSED,
+    RUNNING,
+    ContainerRecord,
+)
 from engine.runtime import Runc, parse_signal
 from engine.validate import CONTAINER_ID_RE
 
@@ -437,51 +443,12 @@ class Lifecycle:
             record = self.sync(record)
             self._guard(record, "exec in", (RUNNING,))
             paths = self.containers.paths(record.id)
-            try:
-                config = json.loads(paths.config.read_bytes())
-                process = dict(config["process"])
-            except (OSError, ValueError, KeyError, TypeError) as err:
-                raise RuntimeFailedError(f"exec: read {paths.config.name}: {err}") from err
-            process["args"] = list(command)
-            merged = {e.partition("=")[0]: e for e in process.get("env") or []}
-            for entry in env or []:
-                if "=" not in entry or entry.startswith("="):
-                    raise InvalidInputError(f"env {entry[:80]!r}: must be KEY=VALUE")
-                merged[entry.partition("=")[0]] = entry
-            process["env"] = list(merged.values())
-            if workdir:
-                if (
-                    not workdir.startswith("/")
-                    or workdir == "/proc"
-                    or workdir.startswith("/proc/")
-                ):
-                    raise InvalidInputError("workdir: an absolute path, not under /proc")
-                process["cwd"] = workdir
+            process = exec_process(paths.config, command, env or [], workdir)
             if user:
-                process["user"] = self._exec_user(record, user)
-            process.pop("consoleSize", None)
+                process["user"] = exec_user(self.containers, record, user)
             return ExecSession(
                 self.engine, record.id, record.name, paths.bundle, process, tty=tty, stdin=stdin
             )
-
-    def _exec_user(self, record: ContainerRecord, unsafe_user: str) -> dict[str, Any]:
-        from engine.spec.users import additional_gids, resolve_user
-
-        def read(root: Any, name: str) -> bytes | None:
-            try:
-                fd = root.open_regular(name)
-            except (OSError, EngineError):
-                return None
-            with os.fdopen(fd, "rb") as f:
-                return f.read(1024 * 1024)
-
-        with self.containers.open_rootfs(record.id) as root:
-            passwd, group = read(root, "/etc/passwd"), read(root, "/etc/group")
-        found = resolve_user(unsafe_user, passwd, group)
-        out: dict[str, Any] = {"uid": found.uid, "gid": found.gid}
-        if additional_gids(found):
-            out["additionalGids"] = additional_gids(found)
-        return out
 
     def exec_run(
         self, unsafe_ref: str, command: list[str], *, timeout: float = 60.0,

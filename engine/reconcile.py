@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from engine.conmon import pid_is_conmon, read_pid_file
-from engine.containers import ACTIVE_STATES, PAUSED, RUNNING, ContainerRecord
 from engine.errors import EngineError, RuntimeFailedError
+from engine.records import ACTIVE_STATES, PAUSED, RUNNING, ContainerRecord
 from engine.validate import CONTAINER_ID_RE
 
 if TYPE_CHECKING:

@@ -90,8 +90,14 @@ def split(unsafe_path: str) -> tuple[str, str]:
 def clean(unsafe_path: str) -> str:
     """Lexically clean a path as seen from a root: '/a/./b/../c' -> '/a/c', '/../x' -> '/x'.
     For display and records only; resolution always goes through the kernel."""
+    return "/" + "/".join(lexical_parts(check_unsafe(unsafe_path)))
+
+
+def lexical_parts(unsafe_path: str) -> list[str]:
+    """clean()'s components, without its checks: '' and '.' vanish, '..' stops at the root.
+    For a path already known to be sane (a symlink's target, read back from the kernel)."""
     out: list[str] = []
-    for part in check_unsafe(unsafe_path).split("/"):
+    for part in unsafe_path.split("/"):
         if part in ("", "."):
             continue
         if part == "..":
@@ -99,7 +105,7 @@ def clean(unsafe_path: str) -> str:
                 out.pop()
             continue
         out.append(part)
-    return "/" + "/".join(out)
+    return out
 
 
 class Root:

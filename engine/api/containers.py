@@ -21,15 +21,11 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from engine import diff, mounts
-from engine.containers import (
-    ContainerRecord,
-    Containers,
-    CreateOptions,
-    ps_json,
-    publish_container_event,
-)
+from engine import diff, mounts, rootfs
+from engine.containers import Containers, publish_container_event
 from engine.errors import InvalidInputError, NotFoundError
+from engine.podjson import ps_json
+from engine.records import ContainerRecord, CreateOptions
 from engine.rpc import Context, on_startup, op
 from engine.store import Store
 from engine.validate import CONTAINER_ID_RE, NAME_RE, Args
@@ -224,7 +220,7 @@ def storage(ctx: Context, args: Args) -> dict[str, Any]:
 @on_startup
 def reconcile_mounts(ctx: Context) -> None:
     """After a restart or a reboot: records and the kernel's mount table agree again."""
-    changed = ctx.engine.get(Containers).reconcile_mounts()
+    changed = rootfs.reconcile_mounts(ctx.engine.get(Containers))
     for name in changed:
         try:
             record = ctx.engine.get(Containers).get(name)

@@ -10,12 +10,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from engine.containers import ACTIVE_STATES, ContainerRecord, Containers, ps_json, status_text
+from engine.containers import Containers
 from engine.errors import EngineError
 from engine.execs import exec_bundles
 from engine.exits import ExitWatcher
 from engine.lifecycle import Lifecycle
 from engine.logs import LogCursor, read_log
+from engine.podjson import ps_json, status_text
+from engine.records import ACTIVE_STATES, ContainerRecord
 from engine.rpc import Context, on_startup, op
 from engine.runtime import Runc
 from engine.validate import CONTAINER_ID_RE, Args

@@ -17,28 +17,28 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine import transfer
 from engine.cli.output import add_format, print_json, print_table
-from engine.containers import (
-    ACTIVE_STATES,
-    Containers,
-    CreateOptions,
-    created_text,
-    effective_command,
-    ps_json,
-    status_text,
-)
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError
-from engine.validate import NAME_RE
-from engine.volumes import parse_volume
+
+if TYPE_CHECKING:
+    from engine.containers import Containers
+
+# The verbs import the engine modules they use when they run: `python -m engine info` should
+# not pay for the container stack, nor `ps` for the registry client and the spec schema.
 
 
-def _register_hooks() -> None:
-    """Other modules' hooks (the runtime's pre-remove and sync) register when imported."""
-    import engine.api  # noqa: F401
+def _containers(engine: Engine, *, runtime_hooks: bool = False) -> Containers:
+    """The containers service. ``runtime_hooks``: with the runtime's hooks registered
+    (pre-remove: stop and delete the runc state; sync: ask conmon and runc), which
+    engine.lifecycle adds when it is imported."""
+    from engine.containers import Containers
+
+    if runtime_hooks:
+        from engine import lifecycle  # noqa: F401
+    return engine.get(Containers)
 
 
 def parse_entrypoint(value: str | None) -> list[str] | None:
@@ -57,6 +57,9 @@ def parse_entrypoint(value: str | None) -> list[str] | None:
 
 
 def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
+    from engine.records import CreateOptions
+    from engine.volumes import parse_volume
+
     options = CreateOptions(
         command=list(args.command),
         entrypoint=parse_entrypoint(args.entrypoint),
@@ -68,13 +71,13 @@ def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
         volumes=[parse_volume(v) for v in args.volume],
         hostname=args.hostname or "",
     )
-    record = engine.get(Containers).create(options, args.image, args.name or "")
+    record = _containers(engine).create(options, args.image, args.name or "")
     print(record.id)
     return 0
 
 
 def cmd_mount(engine: Engine, args: argparse.Namespace) -> int:
-    containers = engine.get(Containers)
+    containers = _containers(engine)
     if not args.names:
         for record in containers.list():
             if record.mount_count > 0 and containers.is_mounted(record.id):
@@ -87,7 +90,7 @@ def cmd_mount(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_unmount(engine: Engine, args: argparse.Namespace) -> int:
-    containers = engine.get(Containers)
+    containers = _containers(engine)
     if args.all:
         records = [r for r in containers.list() if r.mount_count > 0]
     elif args.names:
@@ -109,7 +112,7 @@ def cmd_diff(engine: Engine, args: argparse.Namespace) -> int:
     from engine.api.containers import changes
     from engine.rpc import Context
 
-    record = engine.get(Containers).get(args.name)
+    record = _containers(engine).get(args.name)
     found = changes(Context(engine), record)
     if args.format == "json":
         print_json(
@@ -128,6 +131,8 @@ def cmd_diff(engine: Engine, args: argparse.Namespace) -> int:
 def split_cp_arg(arg: str) -> tuple[str | None, str]:
     """ "NAME:/path" -> (NAME, "/path"); a host path (no colon before the first slash, or a
     leading "." or "/") -> (None, arg)."""
+    from engine.validate import NAME_RE
+
     head, sep, tail = arg.partition(":")
     if sep and head and "/" not in head and not head.startswith(".") and NAME_RE.match(head):
         return head, tail or "/"
@@ -135,26 +140,29 @@ def split_cp_arg(arg: str) -> tuple[str | None, str]:
 
 
 def cmd_cp(engine: Engine, args: argparse.Namespace) -> int:
+    from engine import transfer
+
     src_ref, src = split_cp_arg(args.src)
     dst_ref, dst = split_cp_arg(args.dst)
     if (src_ref is None) == (dst_ref is None):
         raise InvalidInputError("cp: exactly one of SRC and DST must be NAME:PATH")
     ref = src_ref or dst_ref or ""
-    record = engine.get(Containers).get(ref)
+    record = _containers(engine).get(ref)
     stats = transfer.cp(engine, record, src, dst, into_container=dst_ref is not None)
     for skipped in stats.skipped:
         print(f"skipped {skipped}: not a file, directory or symlink", file=sys.stderr)
     return 0
 
 
-def _short_command(record: Any) -> str:
-    text = " ".join(effective_command(record))
+def _short(text: str) -> str:
     return text if len(text) <= 20 else text[:17] + "..."
 
 
 def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
-    _register_hooks()
-    containers = engine.get(Containers)
+    from engine.podjson import created_text, effective_command, ps_json, status_text
+    from engine.records import ACTIVE_STATES
+
+    containers = _containers(engine, runtime_hooks=True)
     records = [containers.synced(r) for r in containers.list()]
     if not args.all:
         records = [r for r in records if r.state in ACTIVE_STATES]
@@ -172,7 +180,7 @@ def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
             [
                 r.short_id,
                 r.image_name,
-                _short_command(r),
+                _short(" ".join(effective_command(r))),
                 created_text(r, now),
                 status_text(r, now),
                 "",
@@ -185,15 +193,13 @@ def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(engine: Engine, args: argparse.Namespace) -> int:
-    _register_hooks()
-    containers = engine.get(Containers)
+    containers = _containers(engine, runtime_hooks=True)
     print_json([containers.inspect(containers.synced(containers.get(n))) for n in args.names])
     return 0
 
 
 def cmd_rm(engine: Engine, args: argparse.Namespace) -> int:
-    _register_hooks()
-    containers = engine.get(Containers)
+    containers = _containers(engine, runtime_hooks=True)
     status = 0
     for name in args.names:
         try:

@@ -15,16 +15,15 @@ import getpass
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from engine import refs
 from engine.cli.output import add_format, print_json, print_table
 from engine.core import Engine
-from engine.credentials import Credentials
 from engine.errors import InvalidInputError
-from engine.images import Images, created_unix, list_entry
-from engine.pull import PullJob
-from engine.store import Store
+
+if TYPE_CHECKING:
+    from engine.images import Images
+    from engine.pull import PullJob
 
 BAR = 30
 
@@ -75,8 +74,17 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_logout)
 
 
+def _images(engine: Engine) -> Images:
+    """The images service, imported when a verb runs (it brings the registry client)."""
+    from engine.images import Images
+
+    return engine.get(Images)
+
+
 def _prepare(engine: Engine) -> None:
     """The CLI has no worker start-up: sweep abandoned work (locked work is left alone)."""
+    from engine.store import Store
+
     engine.ensure_root()
     engine.get(Store).sweep_tmp()
 
@@ -145,8 +153,10 @@ class TerminalProgress:
 
 
 def cmd_pull(engine: Engine, args: argparse.Namespace) -> int:
+    from engine import refs
+
     _prepare(engine)
-    images = engine.get(Images)
+    images = _images(engine)
     ref = refs.parse(args.ref)  # a bad reference fails before anything is printed
     progress = None if args.quiet else TerminalProgress(sys.stderr)
     if progress:
@@ -162,9 +172,11 @@ def cmd_pull(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
-    records = engine.get(Images).images()
+    from engine.images import created_unix, list_entry
+
+    records = _images(engine).images()
     if args.format == "json":
-        print_json(engine.get(Images).list_json())
+        print_json(_images(engine).list_json())
         return 0
     if args.quiet:
         for record in records:
@@ -197,7 +209,7 @@ def _ago(seconds: float) -> str:
 
 
 def cmd_rmi(engine: Engine, args: argparse.Namespace) -> int:
-    images = engine.get(Images)
+    images = _images(engine)
     for image in args.images:
         result = images.remove(image, force=args.force)
         for name in result["untagged"]:
@@ -209,13 +221,15 @@ def cmd_rmi(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_load(engine: Engine, args: argparse.Namespace) -> int:
     _prepare(engine)
-    records = engine.get(Images).load(Path(args.input), platform=args.platform or None)
+    records = _images(engine).load(Path(args.input), platform=args.platform or None)
     for record in records:
         print("Loaded image: " + (", ".join(record.names) or record.id.removeprefix("sha256:")))
     return 0
 
 
 def cmd_login(engine: Engine, args: argparse.Namespace) -> int:
+    from engine.credentials import Credentials
+
     engine.ensure_root()
     username = args.username or input("Username: ")
     if args.password_stdin:
@@ -232,6 +246,8 @@ def cmd_login(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_logout(engine: Engine, args: argparse.Namespace) -> int:
+    from engine.credentials import Credentials
+
     if not engine.get(Credentials).remove(args.registry):
         raise InvalidInputError(f"not logged into {args.registry}")
     print(f"Removed login credentials for {args.registry}")

@@ -7,7 +7,6 @@ from typing import Any
 
 from engine.cli.output import add_format, print_json
 from engine.core import Engine
-from engine.nodeinfo import node_info
 
 
 def register(sub: Any) -> None:
@@ -17,6 +16,8 @@ def register(sub: Any) -> None:
 
 
 def info(engine: Engine, args: argparse.Namespace) -> int:
+    from engine.nodeinfo import node_info
+
     data = node_info(engine.config)
     if args.format == "json":
         print_json(data)

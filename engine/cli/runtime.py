@@ -4,19 +4,25 @@ top — podman's words, flags, output and exit statuses."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.containers import ACTIVE_STATES, Containers
 from engine.core import Engine
 from engine.errors import EngineError, RuntimeFailedError
-from engine.lifecycle import Lifecycle
-from engine.logs import LogCursor, read_log
-from engine.runtime import Runc
+
+if TYPE_CHECKING:
+    from engine.lifecycle import Lifecycle
 
 FOLLOW_INTERVAL = 0.1
+
+
+def _lifecycle(engine: Engine) -> Lifecycle:
+    """The runtime service, imported when a verb runs (it brings the container stack and
+    registers the runtime's hooks on Containers)."""
+    from engine.lifecycle import Lifecycle
+
+    return engine.get(Lifecycle)
 
 
 def _each(engine: Engine, names: list[str], verb: Any) -> int:
@@ -35,36 +41,40 @@ def _each(engine: Engine, names: list[str], verb: Any) -> int:
 
 
 def cmd_start(engine: Engine, args: argparse.Namespace) -> int:
-    lifecycle = engine.get(Lifecycle)
+    lifecycle = _lifecycle(engine)
     return _each(engine, args.names, lifecycle.start)
 
 
 def cmd_stop(engine: Engine, args: argparse.Namespace) -> int:
-    lifecycle = engine.get(Lifecycle)
+    lifecycle = _lifecycle(engine)
     return _each(engine, args.names, lambda n: lifecycle.stop(n, float(args.time)))
 
 
 def cmd_kill(engine: Engine, args: argparse.Namespace) -> int:
-    lifecycle = engine.get(Lifecycle)
+    lifecycle = _lifecycle(engine)
     return _each(engine, args.names, lambda n: lifecycle.kill(n, args.signal))
 
 
 def cmd_pause(engine: Engine, args: argparse.Namespace) -> int:
-    return _each(engine, args.names, engine.get(Lifecycle).pause)
+    return _each(engine, args.names, _lifecycle(engine).pause)
 
 
 def cmd_unpause(engine: Engine, args: argparse.Namespace) -> int:
-    return _each(engine, args.names, engine.get(Lifecycle).resume)
+    return _each(engine, args.names, _lifecycle(engine).resume)
 
 
 def cmd_restart(engine: Engine, args: argparse.Namespace) -> int:
-    lifecycle = engine.get(Lifecycle)
+    lifecycle = _lifecycle(engine)
     return _each(engine, args.names, lambda n: lifecycle.restart(n, float(args.time)))
 
 
 def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
     """The container's output; with -f, keep printing what it writes until it stops."""
-    lifecycle = engine.get(Lifecycle)
+    from engine.containers import Containers
+    from engine.logs import LogCursor, read_log
+    from engine.records import ACTIVE_STATES
+
+    lifecycle = _lifecycle(engine)
     record = lifecycle.get_synced(args.name)
     path = engine.get(Containers).paths(record.id).userdata / "ctr.log"
     out = sys.stdout.buffer
@@ -94,22 +104,18 @@ def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
     """Run a command in a running container; exit with its exit status (podman's 125-127
     when the exec itself fails)."""
-    if args.tty or args.interactive:
-        try:  # the terminal issue's module; not imported at the top so exec works without it
-            terminal = importlib.import_module("engine.cli.terminal")
-        except ImportError:
-            print("Error: exec -t/-i needs the terminal support", file=sys.stderr)
-            return 125
-        status: int = terminal.exec_interactive(engine, args)
-        return status
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         print("Error: must provide a non-empty command to start an exec session", file=sys.stderr)
         return 125
+    if args.tty or args.interactive:
+        from engine.cli.terminal import exec_interactive
+
+        return exec_interactive(engine, args, command)
     try:
-        result = engine.get(Lifecycle).exec_run(
+        result = _lifecycle(engine).exec_run(
             args.name,
             command,
             timeout=1e9,
@@ -132,7 +138,10 @@ def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_top(engine: Engine, args: argparse.Namespace) -> int:
-    record = engine.get(Lifecycle).get_synced(args.name)
+    from engine.records import ACTIVE_STATES
+    from engine.runtime import Runc
+
+    record = _lifecycle(engine).get_synced(args.name)
     if record.state not in ACTIVE_STATES:
         print(f"Error: container {record.name} is not running", file=sys.stderr)
         return 125

@@ -14,15 +14,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.core import Engine
 from engine.errors import EngineError
-from engine.spec.service import SpecService
+
+if TYPE_CHECKING:
+    from engine.spec.service import SpecService
+
+
+def _service(engine: Engine) -> SpecService:
+    """The spec service, imported when a verb runs (it brings the JSON schema validator)."""
+    from engine.spec.service import SpecService
+
+    return engine.get(SpecService)
 
 
 def cmd_init(engine: Engine, args: argparse.Namespace) -> int:
-    service = engine.get(SpecService)
+    service = _service(engine)
     status = 0
     for name in args.names:
         try:
@@ -34,7 +43,7 @@ def cmd_init(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_show(engine: Engine, args: argparse.Namespace) -> int:
-    found = engine.get(SpecService).get(args.name)
+    found = _service(engine).get(args.name)
     if not found["exists"]:
         print(f"Error: container {found['name']} has no config.json (run init)", file=sys.stderr)
         return 1
@@ -43,7 +52,7 @@ def cmd_show(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_validate(engine: Engine, args: argparse.Namespace) -> int:
-    service = engine.get(SpecService)
+    service = _service(engine)
     record = service.containers.get(args.name)
     path = args.file or str(service.config_path(record.id))
     try:
@@ -67,14 +76,14 @@ def service_limit() -> int:
 
 
 def cmd_diff(engine: Engine, args: argparse.Namespace) -> int:
-    result = engine.get(SpecService).diff(args.name)
+    result = _service(engine).diff(args.name)
     for line in result["diff"]:
         print(line)
     return 0
 
 
 def cmd_reset(engine: Engine, args: argparse.Namespace) -> int:
-    print(engine.get(SpecService).reset(args.name)["path"])
+    print(_service(engine).reset(args.name)["path"])
     return 0
 
 

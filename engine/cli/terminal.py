@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import os
 import select
-import shutil
 import signal
 import socket
 import sys
@@ -19,10 +18,8 @@ import tty
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from engine.conmon import attach_socket_path, connect_attach, write_ctl
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError, InvalidStateError
-from engine.lifecycle import Lifecycle
 
 DETACH_KEYS = b"\x10\x11"  # Ctrl-P Ctrl-Q, podman's default
 PACKET = 8193
@@ -51,8 +48,13 @@ def raw_terminal(enabled: bool) -> Iterator[None]:
 
 
 def _size() -> tuple[int, int]:
-    cols, rows = shutil.get_terminal_size((80, 24))
-    return rows, cols
+    """The window's size from the terminal itself (not $COLUMNS/$LINES, which go stale when
+    the window is resized); 24x80 when stdout is not a terminal."""
+    try:
+        cols, rows = os.get_terminal_size(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return 24, 80
+    return (rows or 24), (cols or 80)
 
 
 def pump(
@@ -97,6 +99,9 @@ def pump(
 
 
 def cmd_attach(engine: Engine, args: argparse.Namespace) -> int:
+    from engine.conmon import attach_socket_path, connect_attach, write_ctl
+    from engine.lifecycle import Lifecycle
+
     lifecycle = engine.get(Lifecycle)
     record = lifecycle.get_synced(args.name)
     if record.state != "running":
@@ -127,15 +132,12 @@ def cmd_attach(engine: Engine, args: argparse.Namespace) -> int:
     return lifecycle.get_synced(record.id).exit_code or 0
 
 
-def exec_interactive(engine: Engine, args: argparse.Namespace) -> int:
-    """`exec [-t] [-i] NAME CMD...`: exit with the command's status (125 when the exec could
-    not start, 126/127 as podman for not executable / not found)."""
-    command = list(args.command)
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        print("Error: must provide a non-empty command to start an exec session", file=sys.stderr)
-        return 125
+def exec_interactive(engine: Engine, args: argparse.Namespace, command: list[str]) -> int:
+    """`exec [-t] [-i] NAME CMD...` (``command``: CMD, not empty): exit with the command's
+    status (125 when the exec could not start, 126/127 as podman for not executable / not
+    found)."""
+    from engine.lifecycle import Lifecycle
+
     use_tty = bool(args.tty) and sys.stdout.isatty()
     session = engine.get(Lifecycle).exec_session(
         args.name,

@@ -2,6 +2,7 @@
 keeps a container's bundle.
 
     generator.py   pure: image config + options + user db + host facts -> spec dict
+    inputs.py      this host's facts and a container record's options, as generator inputs
     users.py       /etc/passwd and /etc/group, ``-u`` resolution (runc's rules)
     defaults.py    podman's fixed parts (capabilities, mounts, masked paths, ...)
     seccomp.py     our default seccomp profile

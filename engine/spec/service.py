@@ -20,10 +20,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import platform
-import resource
 import shutil
-from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -32,9 +29,17 @@ from engine import atomic
 from engine.containers import CONFIGURED, CREATED, ContainerRecord, Containers
 from engine.containers import publish_container_event as _publish
 from engine.core import Engine
-from engine.errors import EngineError, InvalidInputError, InvalidStateError, PolicyError
+from engine.errors import (
+    EngineError,
+    InvalidInputError,
+    InvalidStateError,
+    NotFoundError,
+    PolicyError,
+)
 from engine.events import Publisher
+from engine.fs import read_container_file
 from engine.spec import defaults, generator
+from engine.spec.inputs import host_facts, spec_options
 from engine.spec.policy import Expected, SpecPolicy
 from engine.spec.rules import check_policy
 from engine.spec.schema import MAX_BYTES, SpecIssue, SpecParseError, parse, validate_schema
@@ -42,58 +47,6 @@ from engine.spec.users import MAX_DB_BYTES
 
 GENERATED = "config.generated.json"
 MAX_FIELD_DIFFS = 300
-
-# Linux rlimit numbers (the resource module lacks some names, e.g. RLIMIT_LOCKS).
-_RLIMIT_NUMBERS = {
-    "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
-    "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9,
-    "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
-    "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
-}  # fmt: skip
-
-
-def host_facts() -> generator.HostFacts:
-    """This host's architecture and the engine's hard rlimits (what runc, started by conmon
-    from the engine, inherits and cannot raise without CAP_SYS_RESOURCE)."""
-    hard: dict[str, int] = {}
-    for name, number in _RLIMIT_NUMBERS.items():
-        try:
-            value = resource.getrlimit(number)[1]
-        except (ValueError, OSError):
-            continue
-        hard[name] = generator.UINT64_MAX if value == resource.RLIM_INFINITY else value
-    return generator.HostFacts(machine=platform.machine(), rlimits_hard=hard)
-
-
-def spec_options(record: ContainerRecord) -> generator.SpecOptions:
-    """The generator's view of a container's create options. The record's options already
-    hold the image's defaults merged in (containers.apply_image_defaults); optional keys a
-    newer create may add (ulimits, memory, cpus, pids_limit) are read when present."""
-    o = record.options
-    extra: Mapping[str, Any] = o.extra
-
-    def number(key: str) -> Any:
-        value = extra.get(key)
-        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-    ulimits = extra.get("ulimits") or []
-    return generator.SpecOptions(
-        command=tuple(o.command),
-        entrypoint=None if o.entrypoint is None else tuple(o.entrypoint),
-        env=tuple(o.env),
-        workdir=o.workdir,
-        user=o.user,
-        tty=o.tty,
-        interactive=o.interactive,
-        hostname=o.hostname,
-        volumes=tuple(
-            generator.VolumeMount(v.source, v.destination, v.read_only) for v in o.volumes
-        ),
-        ulimits=tuple(str(u) for u in ulimits) if isinstance(ulimits, list) else (),
-        memory=number("memory"),
-        cpus=number("cpus"),
-        pids_limit=number("pids_limit"),
-    )
 
 
 def issues_error(issues: list[SpecIssue], prefix: str = "config.json") -> EngineError:
@@ -197,19 +150,16 @@ class SpecService:
 
     # -- generate -----------------------------------------------------------------------------
     def _user_db(self, record: ContainerRecord) -> tuple[bytes | None, bytes | None]:
-        """The container's /etc/passwd and /etc/group (None when absent or not a regular
-        file), read through securepath inside the merged root, capped at MAX_DB_BYTES."""
+        """The container's /etc/passwd and /etc/group, read through securepath inside the
+        merged root (None when absent, not a regular file or larger than MAX_DB_BYTES)."""
 
-        def read(root: Any, name: str) -> bytes | None:
+        def read(unsafe_path: str) -> bytes | None:
             try:
-                fd = root.open_regular(name)
-            except (OSError, EngineError):
+                return read_container_file(self.engine, record, unsafe_path, MAX_DB_BYTES)
+            except (NotFoundError, InvalidInputError):
                 return None
-            with os.fdopen(fd, "rb") as f:
-                return bytes(f.read(MAX_DB_BYTES))
 
-        with self.containers.open_rootfs(record.id) as root:
-            return read(root, "/etc/passwd"), read(root, "/etc/group")
+        return read("/etc/passwd"), read("/etc/group")
 
     def build(self, record: ContainerRecord) -> dict[str, Any]:
         """The generated spec for a container (nothing written)."""

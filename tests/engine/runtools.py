@@ -187,7 +187,8 @@ def on_off_image(engine: Engine) -> Any:
 
 def create(engine: Engine, command: list[str] | None = None, **options: Any) -> Any:
     """Create a container from localhost/busybox (the image must exist)."""
-    from engine.containers import Containers, CreateOptions
+    from engine.containers import Containers
+    from engine.records import CreateOptions
 
     image = options.pop("image", "localhost/busybox:latest")
     name = options.pop("name", "")

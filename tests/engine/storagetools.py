@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from engine import mounts
-from engine.containers import ContainerRecord, Containers, CreateOptions
+from engine.containers import Containers
 from engine.core import Engine
 from engine.fs import Files
+from engine.records import ContainerRecord, CreateOptions
 from engine.store import ImageRecord
 from tests.conftest import requires
 from tests.imagetools import busybox_image

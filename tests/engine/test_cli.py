@@ -48,3 +48,32 @@ def test_bad_config_is_one_line_error(tmp_path: Path) -> None:
     assert out.stderr.startswith("Error: ")
     assert "volume_allowlsit" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+HEAVY = ("requests", "jsonschema", "engine.api", "engine.images", "engine.spec.service")
+
+
+def _modules_after(root: Path, *argv: str) -> set[str]:
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from engine.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    status = main({['--root', str(root), *argv]!r})\n"
+        "assert status == 0, status\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return set(json.loads(out.stdout))
+
+
+def test_it_imports_only_what_a_verb_needs(tmp_root: Path) -> None:
+    """Start-up speed: building the parser imports no engine service; `info` needs none of
+    the container stack, `ps` none of the registry client or the spec schema."""
+    loaded = _modules_after(tmp_root, "info")
+    assert not loaded & {*HEAVY, "engine.containers", "engine.lifecycle", "engine.store"}
+    loaded = _modules_after(tmp_root, "ps", "-a")
+    assert "engine.lifecycle" in loaded  # the runtime's sync hook: ps shows the real state
+    assert not loaded & set(HEAVY)

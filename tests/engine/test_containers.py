@@ -11,22 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from engine import containers as engine_containers
 from engine import locks
-from engine.containers import (
-    CONFIGURED,
-    CREATED,
-    EXITED,
-    PAUSED,
-    RUNNING,
-    ContainerRecord,
-    Containers,
-    CreateOptions,
-    apply_image_defaults,
-    human_duration,
-    inspect_json,
-    ps_json,
-    status_text,
-)
+from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import (
     ContainerNotFoundError,
@@ -37,7 +24,20 @@ from engine.errors import (
     PolicyError,
 )
 from engine.events import EVENTS_GROUP, RecordingPublisher
-from engine.store import ImageRecord
+from engine.images import Images
+from engine.names import generate_name
+from engine.podjson import human_duration, inspect_json, ps_json, status_text
+from engine.records import (
+    CONFIGURED,
+    CREATED,
+    EXITED,
+    PAUSED,
+    RUNNING,
+    ContainerRecord,
+    CreateOptions,
+    apply_image_defaults,
+)
+from engine.store import GcResult, ImageRecord, Store
 from engine.volumes import parse_volume
 from tests.engine.storagetools import containers, ctr, files, image, needs_overlay, victim
 from tests.imagetools import make_image
@@ -108,6 +108,41 @@ def test_it_refuses_an_unknown_image_and_leaves_nothing(
 ) -> None:
     with pytest.raises(ImageNotFoundError):
         containers.create(CreateOptions(), "nope:1")
+    assert containers.list() == []
+    assert list((Path(engine.config.root) / "tmp").iterdir()) == []
+
+
+def test_it_holds_gc_off_while_create_resolves_the_image(
+    containers: Containers, engine: Engine, image: ImageRecord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An rmi racing a create (its record removed and gc run after create found the image,
+    before the container's record exists) cannot collect the layers create copied: gc is
+    held off until the record that names them is in place, then keeps them."""
+    store = engine.get(Store)
+    during: list[GcResult] = []
+
+    def rmi_meanwhile(taken: set[str]) -> str:
+        store.remove_image_record(image.id)
+        during.append(store.gc())
+        return generate_name(taken)
+
+    monkeypatch.setattr(engine_containers, "generate_name", rmi_meanwhile)
+    record = containers.create(CreateOptions(), "busybox")
+    assert [r.skipped for r in during] == [True]
+    assert record.layers == image.layers
+    after = store.gc()
+    assert not after.skipped and after.layers == []
+    assert all(store.layer_diff(c).is_dir() for c in record.layers)
+    assert containers.lower_dirs(record) == store.image_layer_dirs(image)
+
+
+def test_it_refuses_to_create_from_a_removed_image_and_leaves_nothing(
+    containers: Containers, engine: Engine, image: ImageRecord
+) -> None:
+    engine.get(Images).remove(image.id)
+    assert not any(engine.get(Store).layer_diff(c).exists() for c in image.layers)
+    with pytest.raises(ImageNotFoundError):
+        containers.create(CreateOptions(), "busybox")
     assert containers.list() == []
     assert list((Path(engine.config.root) / "tmp").iterdir()) == []
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from engine.api.containers import changes
-from engine.containers import ContainerRecord, Containers, CreateOptions
+from engine.containers import Containers
 from engine.core import Engine
 from engine.diff import UPPER, LayerView, attribute
 from engine.fs import Files
+from engine.records import ContainerRecord, CreateOptions
 from engine.rpc import Context
 from tests.conftest import requires
 from tests.engine.storagetools import containers, ctr, files, image, needs_overlay

@@ -15,11 +15,12 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from engine.api.containers import changes
-from engine.containers import ContainerRecord, Containers, CreateOptions
+from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import InvalidInputError, InvalidStateError, NotFoundError, PolicyError
 from engine.events import RecordingPublisher
 from engine.fs import MAX_VIEW, Files, read_container_file
+from engine.records import ContainerRecord, CreateOptions
 from engine.rpc import Context
 from engine.rpc import call as rpc_call
 from engine.store import ImageRecord

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.containers import ContainerRecord, Containers
+from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError, NotFoundError
 from engine.fs import Files
+from engine.records import ContainerRecord
 from engine.transfer import Transfers
 from tests.engine.storagetools import (
     containers,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,8 @@ from engine.errors import InvalidImageError, PolicyError
 from engine.images import Images
 from engine.rpc import Context, call
 from engine.store import Store
+from tests.engine.clitools import engine_cli
 from tests.engine.ocibuild import Dir, File, Layout, busybox_layer
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -59,13 +57,7 @@ def test_it_loads_an_oci_archive_with_the_cli(
 ) -> None:
     archive = tmp_path / "oci.tar"
     skopeo("copy", "--quiet", f"oci:{layout.path}:v1", f"oci-archive:{archive}:example.com/app:2")
-    done = subprocess.run(
-        [sys.executable, "-m", "engine", "--root", str(tmp_root), "load", "-i", str(archive)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = engine_cli(tmp_root, "load", "-i", str(archive), timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Loaded image: example.com/app:2"
 

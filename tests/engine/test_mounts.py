@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import mounts
-from engine.containers import ContainerRecord, Containers, CreateOptions
+from engine import mounts, rootfs
+from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import InvalidStateError, RuntimeFailedError
 from engine.fs import Files
+from engine.records import ContainerRecord, CreateOptions
 from engine.store import ImageRecord
 from tests.engine.storagetools import (
     containers,
@@ -162,7 +163,7 @@ def test_reconcile_after_a_restart(
         rec.mount_count, rec.mount_holders = 0, [2**22 + 12345]
         containers.save(rec)
     containers.mount(kept.id)
-    changed = containers.reconcile_mounts()
+    changed = rootfs.reconcile_mounts(containers)
     assert sorted(changed) == ["lost", "stray"]
     assert containers.load(lost.id).mount_count == 0
     assert not containers.load(lost.id).runtime_mounted

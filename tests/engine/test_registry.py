@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from engine import blobs
 from engine import registry as registry_mod
 from engine.core import Engine
 from engine.credentials import Credentials
@@ -296,7 +297,7 @@ def test_a_registry_that_dies_mid_blob_is_a_clear_error(engine: Engine, evil: Ho
 def test_a_trickling_registry_is_given_up(
     engine: Engine, evil: Hostile, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(registry_mod, "STALL_WINDOW", 0.3)
+    monkeypatch.setattr(blobs, "STALL_WINDOW", 0.3)
     parts = evil.serve_image()
     evil.routes[f"/v2/{NAME}/blobs/{sha(parts['blob'])}"] = Reply(body=parts["blob"], trickle=0.05)
     with pytest.raises(RegistryError, match="too slow"):

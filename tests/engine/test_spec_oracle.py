@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from engine.config import EngineConfig
-from engine.containers import Containers, CreateOptions
+from engine.containers import Containers
 from engine.core import Engine
+from engine.records import CreateOptions
 from engine.spec.service import SpecService, field_diff
 from engine.store import Store
 from engine.volumes import Volume

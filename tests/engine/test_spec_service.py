@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,16 @@ import pytest
 
 from engine import rpc
 from engine.config import EngineConfig
-from engine.containers import ContainerRecord, Containers, CreateOptions
+from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import InvalidInputError, InvalidStateError, PolicyError
 from engine.events import EVENTS_GROUP, RecordingPublisher
+from engine.records import ContainerRecord, CreateOptions
 from engine.spec import validate_for_start
 from engine.spec.service import GENERATED, SpecService
 from engine.volumes import Volume
 from tests.conftest import requires
+from tests.engine.clitools import engine_cli
 from tests.imagetools import File, Layer, busybox_image
 
 
@@ -43,7 +44,6 @@ pytestmark = [
     requires(can_mount_overlay(), "needs root and overlayfs to mount a container rootfs"),
     pytest.mark.privileged,
 ]
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -304,14 +304,7 @@ def test_the_rpc_verbs(engine: Engine, record: ContainerRecord) -> None:
 
 
 def run_cli(engine: Engine, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", "--root", str(engine.config.root), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "GANTRY_CONFIG": "/nonexistent"},
-    )
+    return engine_cli(engine.config.root, *args, timeout=60)
 
 
 def test_the_cli_init_prints_the_path_and_validate_checks_hand_edits(

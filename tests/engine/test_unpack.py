@@ -383,10 +383,10 @@ def test_the_fast_header_parser_agrees_with_tarfile(fmt: int) -> None:
 def test_the_pool_takes_over_when_creating_files_is_slow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import engine.unpack as unpack_mod
+    import engine.writepool as writepool
 
-    monkeypatch.setattr(unpack_mod, "ADAPT_WINDOW", 8)
-    monkeypatch.setattr(unpack_mod, "SLOW_CREATE", -1.0)  # every create counts as slow
+    monkeypatch.setattr(writepool, "ADAPT_WINDOW", 8)
+    monkeypatch.setattr(writepool, "SLOW_CREATE", -1.0)  # every create counts as slow
     submitted: list[int] = []
 
     class CountingPool(ThreadPoolExecutor):
@@ -400,5 +400,5 @@ def test_the_pool_takes_over_when_creating_files_is_slow(
     with CountingPool(2) as pool:
         unpack_stream(io.BytesIO(tar_bytes(entries)).read, diff, pool=pool)
     assert submitted, "the pool never took over"
-    assert len(submitted) < 100 // unpack_mod.BATCH + 2  # batches, not one task per file
+    assert len(submitted) < 100 // writepool.BATCH + 2  # batches, not one task per file
     assert sorted(p.read_text() for p in (diff / "d").iterdir()) == sorted(map(str, range(100)))

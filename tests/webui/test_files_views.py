@@ -17,9 +17,10 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import AsyncClient
 
-from engine.containers import ContainerRecord, Containers
+from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import InvalidInputError
+from engine.records import ContainerRecord
 from tests.engine.storagetools import needs_overlay
 from tests.webui.webtools import HTMX, alices, body, client_for, stack
 from webui.models import AuditEvent

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from django.test import AsyncClient, Client
 
-from engine.containers import ContainerRecord, Containers, CreateOptions
+from engine.containers import Containers
 from engine.core import Engine
+from engine.records import ContainerRecord, CreateOptions
 from engine.spec.service import SpecService
 from tests.conftest import requires
 from tests.engine.test_spec_service import can_mount_overlay

@@ -13,7 +13,7 @@ import time
 from typing import Any, cast
 
 from django import forms
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import URLPattern, URLResolver, path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -21,39 +21,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from engine.errors import EngineError, NotFoundError
 from webui import engine_client
 from webui.access import aget_container_for_user, avisible_containers
-from webui.models import AuditEvent, Ownership
+from webui.models import Ownership
+from webui.views.common import audit, engine_action, error_response, htmx_redirect
 
 LIST_TIMEOUT = 5.0
-
-
-async def audit(
-    user: Any, action: str, target: str, started: float, err: str = "", **detail: Any
-) -> None:
-    """One line in the audit log for an engine action asked for through the web."""
-    await AuditEvent.objects.acreate(
-        user=user,
-        action=action,
-        target=target,
-        ok=not err,
-        error=err[:2000],
-        duration_ms=(time.monotonic() - started) * 1000,
-        detail=detail,
-    )
-
-
-def htmx_redirect(request: HttpRequest, url: str) -> HttpResponse:
-    """A redirect htmx follows as a page load (HX-Redirect) and a browser as a 302."""
-    if request.headers.get("HX-Request"):
-        response = HttpResponse(status=204)
-        response["HX-Redirect"] = url
-        return response
-    return HttpResponseRedirect(url)
-
-
-def error_response(err: EngineError) -> HttpResponse:
-    """An engine error as one sentence (app.js shows it as a toast)."""
-    status = {"not_found": 404, "invalid_state": 409, "offline": 503}.get(err.code, 400)
-    return HttpResponse(err.message, status=status, content_type="text/plain; charset=utf-8")
 
 
 async def container_header(
@@ -317,16 +288,13 @@ async def storage_panel(request: HttpRequest, container_id: str) -> HttpResponse
 async def _mount_action(request: HttpRequest, container_id: str, verb: str) -> HttpResponse:
     user = await request.auser()
     own = await aget_container_for_user(user, container_id)
-    started = time.monotonic()
     args: dict[str, Any] = {"id": container_id}
     if verb == "container.unmount" and request.POST.get("force") == "1":
         args["force"] = True
     try:
-        await engine_client.call(verb, args, user=user, node=own.node)
+        await engine_action(user, verb, args, target=container_id, node=own.node)
     except EngineError as err:
-        await audit(user, verb, container_id, started, err.message)
         return error_response(err)
-    await audit(user, verb, container_id, started)
     return await _panel(request, container_id)
 
 

@@ -27,7 +27,8 @@ from engine.errors import EngineError, InvalidInputError, InvalidStateError
 from webui import engine_client
 from webui.access import aget_container_for_user
 from webui.bulklane import new_lane, read_lane
-from webui.views.containers import audit, container_header, error_response
+from webui.views.common import audit, engine_action, error_response
+from webui.views.containers import container_header
 
 PAGE = 500
 MAX_WRITE = 384 * 1024  # the engine's fs.write limit (engine.fs.MAX_WRITE)
@@ -195,17 +196,18 @@ async def file_save(request: HttpRequest, container_id: str) -> HttpResponse:
             content_type="text/plain; charset=utf-8",
         )
     token = request.POST.get("token") or None
-    started = time.monotonic()
     ctx: dict[str, Any] = {"container_id": container_id, "path": file_path}
     try:
-        saved = await engine_client.call(
+        saved = await engine_action(
+            user,
             "fs.write",
             {"id": container_id, "path": file_path, "content": content, "token": token},
-            user=user,
+            target=container_id,
             node=own.node,
+            detail={"path": file_path},
+            done=lambda reply: {"size": reply["size"]},
         )
     except EngineError as err:
-        await audit(user, "fs.write", container_id, started, err.message, path=file_path)
         ctx.update(
             f={"text": content, "token": token or "", "editable": True},
             error=err.message,
@@ -213,7 +215,6 @@ async def file_save(request: HttpRequest, container_id: str) -> HttpResponse:
         )
         status = 200 if request.headers.get("HX-Request") else (409 if ctx["conflict"] else 400)
         return render(request, "containers/file_editor.html", ctx, status=status)
-    await audit(user, "fs.write", container_id, started, path=file_path, size=saved["size"])
     ctx.update(f={"text": content, "token": saved["token"], "editable": True}, saved=True)
     return render(request, "containers/file_editor.html", ctx)
 

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError, InvalidInputError, NotFoundError
 from webui import engine_client
-from webui.views.containers import audit, error_response, htmx_redirect
+from webui.views.common import audit, engine_action, error_response, htmx_redirect
 
 IMAGE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 REGISTRY_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,255}$")
@@ -190,15 +190,16 @@ async def image_remove(request: HttpRequest, image_id: str) -> HttpResponse:
     if not IMAGE_ID_RE.match(image_id):
         raise Http404("no such image")
     user = await request.auser()
-    started = time.monotonic()
     try:
-        result = await engine_client.call(
-            "image.remove", {"image": image_id, "force": True}, user=user
+        await engine_action(
+            user,
+            "image.remove",
+            {"image": image_id, "force": True},
+            target=image_id,
+            done=lambda result: {"untagged": result.get("untagged", [])},
         )
     except EngineError as err:
-        await audit(user, "image.remove", image_id, started, err.message)
         return error_response(err)
-    await audit(user, "image.remove", image_id, started, untagged=result.get("untagged", []))
     return htmx_redirect(request, reverse("ui-images"))
 
 
@@ -259,13 +260,10 @@ async def credentials_remove(request: HttpRequest) -> HttpResponse:
     registry = request.POST.get("registry", "")
     if not REGISTRY_RE.match(registry):
         raise Http404("no such registry")
-    started = time.monotonic()
     try:
-        await engine_client.call("registry.logout", {"registry": registry}, user=user)
+        await engine_action(user, "registry.logout", {"registry": registry}, target=registry)
     except EngineError as err:
-        await audit(user, "registry.logout", registry, started, err.message)
         return error_response(err)
-    await audit(user, "registry.logout", registry, started)
     return await _credentials_page(request, user)
 
 

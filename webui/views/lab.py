@@ -10,7 +10,6 @@ event). A milestone stays green once reached; the web remembers when (LabRun.rea
 from __future__ import annotations
 
 import os
-import time
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -25,7 +24,8 @@ from engine.lab import CHECKS
 from webui import engine_client
 from webui.access import avisible_containers
 from webui.models import AuditEvent, LabRun
-from webui.views.containers import audit, container_header, error_response
+from webui.views.common import engine_action, error_response
+from webui.views.containers import container_header
 
 DEFAULT_IMAGE = os.environ.get(
     "GANTRY_LAB_IMAGE",
@@ -187,18 +187,17 @@ async def lab_touch_on(request: HttpRequest) -> HttpResponse:
             "create the lab container first", status=409, content_type="text/plain; charset=utf-8"
         )
     user, own, _ = await container_header(request, run.container_id)
-    started = time.monotonic()
     try:
-        result = await engine_client.call(
+        await engine_action(
+            user,
             "lab.volume_touch",
             {"id": run.container_id, "destination": "/mnt", "name": "on"},
-            user=user,
+            target=run.container_id,
             node=own.node,
+            done=lambda result: {"path": result["path"]},
         )
     except EngineError as err:
-        await audit(user, "lab.volume_touch", run.container_id, started, err.message)
         return error_response(err)
-    await audit(user, "lab.volume_touch", run.container_id, started, path=result["path"])
     response = HttpResponse(status=204)
     response["HX-Trigger"] = "gantry:container"
     return response

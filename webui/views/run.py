@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +24,8 @@ from engine.errors import EngineError, NotFoundError
 from webui import engine_client
 from webui.access import aget_container_for_user
 from webui.models import Ownership
-from webui.views.containers import audit, container_header, error_response
+from webui.views.common import engine_action, error_response
+from webui.views.containers import container_header
 
 # Signals offered by the Kill menu (the engine accepts any valid one from the CLI).
 KILL_SIGNALS = ("KILL", "TERM", "INT", "HUP", "QUIT", "USR1", "USR2", "STOP", "CONT", "WINCH")
@@ -144,19 +144,22 @@ def _action_args(request: HttpRequest, action: str) -> tuple[str, dict[str, Any]
 
 async def _act(request: HttpRequest, container_id: str, action: str) -> HttpResponse:
     user, own = await _own(request, container_id)
-    started = time.monotonic()
     try:
         op, args, timeout = _action_args(request, action)
     except ValueError as err:
         return HttpResponse(str(err), status=400, content_type="text/plain")
     try:
-        await engine_client.call(
-            op, {"id": container_id, **args}, user=user, timeout=timeout, node=own.node
+        await engine_action(
+            user,
+            op,
+            {"id": container_id, **args},
+            target=container_id,
+            node=own.node,
+            timeout=timeout,
+            detail=args,
         )
     except EngineError as err:
-        await audit(user, op, container_id, started, err.message, **args)
         return error_response(err)
-    await audit(user, op, container_id, started, **args)
     if request.POST.get("from") == "list":  # the containers table (plain forms)
         return redirect("ui-containers")
     if not request.headers.get("HX-Request"):

@@ -30,7 +30,7 @@ from engine.spec.help import FIELDS, titles
 from engine.spec.schema import MAX_BYTES
 from webui import engine_client
 from webui.access import aget_container_for_user
-from webui.models import AuditEvent
+from webui.views.common import audit, htmx_redirect
 
 ENGINE_MOUNTS = [m["destination"] for m in defaults.system_mounts()] + [
     "/etc/hostname",
@@ -59,17 +59,6 @@ async def _call(op: str, caller: Caller, **args: Any) -> Any:
         return await engine_client.call(op, args, user=caller.user, node=caller.node or None)
     except NotFoundError as err:
         raise Http404("no such container") from err
-
-
-async def _audit(user: Any, action: str, container_id: str, started: float, err: str = "") -> None:
-    await AuditEvent.objects.acreate(
-        user=user,
-        action=action,
-        target=container_id,
-        ok=not err,
-        error=err[:4000],
-        duration_ms=(time.monotonic() - started) * 1000,
-    )
 
 
 def _errors_of(err: EngineError) -> list[dict[str, str]]:
@@ -204,40 +193,27 @@ async def spec_tab(request: HttpRequest, container_id: str) -> HttpResponse:
     return render(request, "containers/tab_spec.html", context)
 
 
-@require_POST
-async def generate(request: HttpRequest, container_id: str) -> HttpResponse:
+async def _rewrite(request: HttpRequest, container_id: str, op: str) -> HttpResponse:
+    """generate or reset: the whole document changes, so the page is reloaded."""
     caller = await _check_access(request, container_id)
     started = time.monotonic()
     try:
-        await _call("spec.generate", caller, id=container_id)
+        await _call(op, caller, id=container_id)
     except EngineError as err:
-        await _audit(caller.user, "spec.generate", container_id, started, err.message)
+        await audit(caller.user, op, container_id, started, err.message)
         return _refusal(request, container_id, _errors_of(err), status=400)
-    await _audit(caller.user, "spec.generate", container_id, started)
-    return _reload(request, container_id)
+    await audit(caller.user, op, container_id, started)
+    return htmx_redirect(request, reverse("ui-container-spec", args=[container_id]))
+
+
+@require_POST
+async def generate(request: HttpRequest, container_id: str) -> HttpResponse:
+    return await _rewrite(request, container_id, "spec.generate")
 
 
 @require_POST
 async def reset(request: HttpRequest, container_id: str) -> HttpResponse:
-    caller = await _check_access(request, container_id)
-    started = time.monotonic()
-    try:
-        await _call("spec.reset", caller, id=container_id)
-    except EngineError as err:
-        await _audit(caller.user, "spec.reset", container_id, started, err.message)
-        return _refusal(request, container_id, _errors_of(err), status=400)
-    await _audit(caller.user, "spec.reset", container_id, started)
-    return _reload(request, container_id)
-
-
-def _reload(request: HttpRequest, container_id: str) -> HttpResponse:
-    """After generate/reset the whole document changed: reload the page."""
-    url = reverse("ui-container-spec", args=[container_id])
-    if request.headers.get("HX-Request"):
-        response = HttpResponse(status=204)
-        response["HX-Redirect"] = url
-        return response
-    return redirect(url)
+    return await _rewrite(request, container_id, "spec.reset")
 
 
 def _refusal(
@@ -274,7 +250,7 @@ async def _submit(request: HttpRequest, container_id: str, op: str) -> HttpRespo
         errors = list(result.get("errors") or [])
     if op == "spec.put":
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        await _audit(caller.user, op, container_id, started, summary)
+        await audit(caller.user, op, container_id, started, summary)
     if not request.headers.get("HX-Request"):
         if errors or op == "spec.validate":
             context = await _page_context(container_id, caller, draft=text, errors=errors)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -19,8 +18,8 @@ from django.urls import URLPattern, URLResolver, path
 from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError
-from webui import engine_client
-from webui.views.containers import audit, container_header
+from webui.views.common import engine_action
+from webui.views.containers import container_header
 
 MAX_COMMAND = 4096
 
@@ -59,25 +58,19 @@ async def exec_create(request: HttpRequest, container_id: str) -> HttpResponse:
         command = shlex.split(raw)
     except ValueError as err:
         return _exec_error(request, f"the command does not parse: {err}")
-    started = time.monotonic()
     try:
-        result = await engine_client.call(
+        result = await engine_action(
+            user,
             "exec.create",
-            {
-                "container": container_id,
-                "command": command,
-                "user": run_as,
-            },
-            user=user,
+            {"container": container_id, "command": command, "user": run_as},
+            target=container_id,
             node=own.node,
             timeout=30,
+            detail={"command": command},
+            done=lambda reply: {"command": reply["command"], "exec": reply["exec"]},
         )
     except EngineError as err:
-        await audit(user, "exec.create", container_id, started, err.message, command=command)
         return _exec_error(request, err.message)
-    await audit(
-        user, "exec.create", container_id, started, command=result["command"], exec=result["exec"]
-    )
     response = HttpResponse(status=204)
     label = " ".join(result["command"])[:40] + (f" ({run_as})" if run_as else "")
     response["HX-Trigger"] = json.dumps(

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from engine.containers import Containers, CreateOptions
+from engine.containers import Containers
 from engine.core import Engine
+from engine.records import CreateOptions
 from engine.spec import generator
 from engine.spec.service import SpecService, host_facts
 from engine.volumes import Volume

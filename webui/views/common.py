@@ -1,0 +1,75 @@
+"""What every area's views share: the audit log of engine actions, an engine error as an
+answer, a redirect htmx follows, and ``engine_action`` (call the engine, audit the outcome).
+
+An action asked for through the web is written to the audit log once, when it ends: who, the
+engine verb, its target, ok or the error text, how long it took, and some detail.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+
+from engine.errors import EngineError
+from webui import engine_client
+from webui.models import AuditEvent
+
+AUDIT_ERROR_MAX = 4000  # characters of an error kept in the audit log
+
+
+async def audit(
+    user: Any, action: str, target: str, started: float, err: str = "", **detail: Any
+) -> None:
+    """One line in the audit log for an engine action asked for through the web
+    (``started``: its time.monotonic() start)."""
+    await AuditEvent.objects.acreate(
+        user=user,
+        action=action,
+        target=target,
+        ok=not err,
+        error=err[:AUDIT_ERROR_MAX],
+        duration_ms=(time.monotonic() - started) * 1000,
+        detail=detail,
+    )
+
+
+async def engine_action(
+    user: Any,
+    op: str,
+    args: dict[str, Any],
+    *,
+    target: str,
+    node: str | None = None,
+    timeout: float | None = None,
+    detail: dict[str, Any] | None = None,
+    done: Callable[[Any], dict[str, Any]] | None = None,
+) -> Any:
+    """Call engine verb ``op`` for a web action and audit it: ``detail`` either way, plus
+    ``done(reply)`` when it worked. Returns the reply; an EngineError is audited, then
+    raised again (the view chooses the answer)."""
+    started = time.monotonic()
+    try:
+        reply = await engine_client.call(op, args, user=user, timeout=timeout, node=node)
+    except EngineError as err:
+        await audit(user, op, target, started, err.message, **(detail or {}))
+        raise
+    await audit(user, op, target, started, **{**(detail or {}), **(done(reply) if done else {})})
+    return reply
+
+
+def error_response(err: EngineError) -> HttpResponse:
+    """An engine error as one sentence (app.js shows it as a toast)."""
+    status = {"not_found": 404, "invalid_state": 409, "offline": 503}.get(err.code, 400)
+    return HttpResponse(err.message, status=status, content_type="text/plain; charset=utf-8")
+
+
+def htmx_redirect(request: HttpRequest, url: str) -> HttpResponse:
+    """A redirect htmx follows as a page load (HX-Redirect) and a browser as a 302."""
+    if request.headers.get("HX-Request"):
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    return HttpResponseRedirect(url)
