@@ -281,6 +281,10 @@ def generate(inputs: SpecInputs) -> dict[str, Any]:
         "ociVersion": defaults.OCI_VERSION,
         "process": {
             "terminal": options.tty,
+            # A first size for the pty (runc sets it before the process starts): a shell that
+            # prints its prompt before any client has sized the terminal then still edits
+            # lines at 80 columns rather than at 0. Browser panes resize it at once.
+            **({"consoleSize": {"height": 24, "width": 80}} if options.tty else {}),
             "user": process_user,
             "args": process_args(image, options),
             "env": process_env(image, options, user.home, hostname),

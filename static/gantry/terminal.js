@@ -66,6 +66,20 @@
     panes.set(key, pane);
     tab.addEventListener("click", () => select(key));
 
+    // Copy and paste as terminals do: Ctrl+Shift+C copies the selection, Ctrl+Shift+V (and
+    // the browser's own paste) pastes; plain Ctrl+C stays ^C for the program.
+    term.attachCustomKeyEventHandler((e) => {
+      if (e.type !== "keydown" || !e.ctrlKey || !e.shiftKey) return true;
+      if (e.code === "KeyC") {
+        if (term.hasSelection()) navigator.clipboard?.writeText(term.getSelection());
+        return false;
+      }
+      if (e.code === "KeyV") {
+        navigator.clipboard?.readText().then((text) => { if (text) term.paste(text); });
+        return false;
+      }
+      return true;
+    });
     const encoder = new TextEncoder();
     term.onData((d) => send(pane, encoder.encode(d)));
     term.onBinary((d) => send(pane, Uint8Array.from(d, (c) => c.charCodeAt(0))));

@@ -11,6 +11,8 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,3 +262,28 @@ def force_cleanup(engine: Engine) -> None:
             ["runc", "--root", str(Path(engine.config.root) / "runc"), "delete", "-f", cid],
             capture_output=True,
         )
+
+
+@contextmanager
+def worker_started(engine: Engine, publisher: Any = None) -> Iterator[Engine]:
+    """The engine with the worker's start-up work done (exit watcher + reconciliation), as in
+    the worker; on the way out, every terminal closed, every container removed and the
+    watcher stopped, whatever a failed test left behind."""
+    from engine.api.runtime import watch_exits
+    from engine.containers import Containers
+    from engine.lifecycle import Lifecycle
+    from engine.rpc import Context
+    from engine.terminal import TerminalHub
+
+    engine.ensure_root()
+    watch_exits(Context(engine, publisher=publisher) if publisher else Context(engine))
+    try:
+        yield engine
+    finally:
+        engine.get(TerminalHub).close_all()
+        for record in engine.get(Containers).list():
+            engine.get(Containers).remove(record.id, force=True)
+        engine.stopping.set()
+        watcher = engine.get(Lifecycle).watcher
+        if watcher is not None:
+            watcher.stop()

@@ -16,10 +16,16 @@ from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import InvalidInputError, InvalidStateError
 from engine.lifecycle import Lifecycle
-from engine.rpc import Context
 from engine.terminal import TerminalHub
 from tests.conftest import requires
-from tests.engine.runtools import RUNTIME_REASON, Census, can_run_containers, create, no_leaks
+from tests.engine.runtools import (
+    RUNTIME_REASON,
+    Census,
+    can_run_containers,
+    create,
+    no_leaks,
+    worker_started,
+)
 from tests.imagetools import busybox_image
 
 pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]
@@ -56,19 +62,9 @@ class Screens:
 
 @pytest.fixture
 def live(engine: Engine) -> Iterator[Engine]:
-    from engine.api.runtime import watch_exits
-
-    engine.ensure_root()
     busybox_image(engine)
-    watch_exits(Context(engine))
-    yield engine
-    engine.get(TerminalHub).close_all()
-    for record in engine.get(Containers).list():
-        engine.get(Containers).remove(record.id, force=True)
-    engine.stopping.set()
-    watcher = engine.get(Lifecycle).watcher
-    if watcher is not None:
-        watcher.stop()
+    with worker_started(engine):
+        yield engine
 
 
 def hub_input(engine: Engine, key: str, text: str) -> None:

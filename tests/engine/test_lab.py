@@ -14,11 +14,16 @@ from engine.consoles import Consoles
 from engine.containers import Containers
 from engine.core import Engine
 from engine.lifecycle import Lifecycle
-from engine.rpc import Context
 from engine.terminal import TerminalHub
 from engine.volumes import Volume
 from tests.conftest import requires
-from tests.engine.runtools import RUNTIME_REASON, can_run_containers, create, on_off_image
+from tests.engine.runtools import (
+    RUNTIME_REASON,
+    can_run_containers,
+    create,
+    on_off_image,
+    worker_started,
+)
 from tests.engine.test_consoles import Screens
 
 pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]
@@ -27,18 +32,8 @@ IMAGE = "localhost/gantry/on-off:latest"
 
 @pytest.fixture
 def live(engine: Engine) -> Iterator[Engine]:
-    from engine.api.runtime import watch_exits
-
-    engine.ensure_root()
-    watch_exits(Context(engine))
-    yield engine
-    engine.get(TerminalHub).close_all()
-    for record in engine.get(Containers).list():
-        engine.get(Containers).remove(record.id, force=True)
-    engine.stopping.set()
-    watcher = engine.get(Lifecycle).watcher
-    if watcher is not None:
-        watcher.stop()
+    with worker_started(engine):
+        yield engine
 
 
 def true_checks(engine: Engine, container_id: str = "") -> set[str]:

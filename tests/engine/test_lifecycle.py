@@ -17,7 +17,6 @@ from engine.errors import InvalidInputError, InvalidStateError, NotFoundError, R
 from engine.events import EVENTS_GROUP, RecordingPublisher
 from engine.lifecycle import Lifecycle
 from engine.logs import read_all
-from engine.rpc import Context
 from engine.runtime import Runc
 from engine.volumes import Volume
 from tests.conftest import requires
@@ -30,6 +29,7 @@ from tests.engine.runtools import (
     no_leaks,
     on_off_image,
     wait_until,
+    worker_started,
 )
 from tests.imagetools import busybox_image
 
@@ -48,18 +48,9 @@ def published() -> RecordingPublisher:
 def live(engine: Engine, published: RecordingPublisher) -> Iterator[Engine]:
     """The engine with its worker start-up work done (exit watcher + reconciliation), as in
     the worker, with the events recorded; busybox is in the store."""
-    from engine.api.runtime import watch_exits
-
-    engine.ensure_root()
     busybox_image(engine)
-    watch_exits(Context(engine, publisher=published))
-    yield engine
-    for record in engine.get(Containers).list():  # whatever a failed test left running
-        engine.get(Containers).remove(record.id, force=True)
-    engine.stopping.set()
-    watcher = engine.get(Lifecycle).watcher
-    if watcher is not None:
-        watcher.stop()
+    with worker_started(engine, published):
+        yield engine
 
 
 def lifecycle(engine: Engine) -> Lifecycle:

@@ -60,6 +60,8 @@ DELIBERATE_DIFFERENCES = {
     "annotations": "io.gantry.* keys instead of podman's io.podman.*/io.kubernetes.* ones",
     "root.readonly": "written explicitly as false (podman leaves it out: the same meaning)",
     "process.terminal": "written explicitly as false without -t (podman leaves it out)",
+    "process.consoleSize": "24x80 with -t, so a shell that prompts before any client sized "
+    "the pty edits at 80 columns (podman takes the size of the terminal it runs in)",
     "hostname": "each engine's own short container id (equal when --hostname is given)",
     "process.env:HOSTNAME": "the hostname, as above",
     "mounts:/etc/hostname.source": "each engine's own userdata file",
@@ -182,6 +184,7 @@ def normalise(spec: dict[str, Any]) -> dict[str, Any]:
         if process.get(key) in (False, None):
             process.pop(key, None)
     process.pop("noNewPrivileges", None)
+    process.pop("consoleSize", None)
     env = dict(e.split("=", 1) for e in process.pop("env"))
     for key in ("container", "HOSTNAME"):
         env.pop(key, None)

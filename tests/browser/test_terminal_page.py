@@ -1,0 +1,80 @@
+"""The Terminal tab in Chromium: the console pane is fitted to its box (and `stty size` follows
+the window), typed text reaches the shell, and what the container prints to make the terminal
+answer back (DECRQSS, colour reports) or write the clipboard (OSC 52) never comes back as input."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import needs_chromium
+from tests.conftest import requires
+from tests.engine.runtools import can_run_containers
+from tests.imagetools import busybox_image
+from tests.stack.stackrun import Stack
+
+pytestmark = [
+    pytest.mark.browser,
+    needs_chromium,
+    requires(can_run_containers(), "needs root, runc, conmon and busybox-static"),
+]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    s = Stack().start()
+    engine = s.engine()
+    engine.ensure_root()
+    busybox_image(engine)
+    yield s
+    s.stop()
+
+
+def screen_text(page: Page) -> str:
+    return page.locator(".term-pane:not([hidden]) .xterm-rows").inner_text()
+
+
+def test_the_console_pane(stack: Stack, browser: Any, shots: Any) -> None:
+    session = stack.login()
+    r = session.post(
+        f"{stack.url}/containers/new",
+        data={"image": "localhost/busybox:latest", "name": "console", "command": "sh", "tty": "on"},
+        allow_redirects=False,
+        timeout=30,
+    )
+    cid = r.headers["Location"].rstrip("/").split("/")[-1]
+    assert session.post(f"{stack.url}/containers/{cid}/run/start", timeout=30).status_code < 400
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    context.add_cookies(
+        [{"name": "sessionid", "value": session.cookies["sessionid"], "url": stack.url}]
+    )
+    page = context.new_page()
+    page.goto(f"{stack.url}/containers/{cid}/terminal/")
+    pane = page.locator(".term-pane:not([hidden])")
+    expect(pane.locator(".term-status")).to_have_text("attached")
+    page.locator(".term-pane:not([hidden]) .xterm").click()
+
+    page.keyboard.type("stty size\n")
+    expect(pane.locator(".xterm-rows")).to_contain_text(re.compile(r"\d+ \d+"))
+    wide = [int(n) for n in re.findall(r"^(\d+) (\d+)\s*$", screen_text(page), re.M)[-1]]
+    page.set_viewport_size({"width": 700, "height": 800})
+    page.keyboard.type("clear; stty size\n")
+    expect(pane.locator(".xterm-rows")).not_to_contain_text(f"{wide[0]} {wide[1]}")
+    narrow = [int(n) for n in re.findall(r"^(\d+) (\d+)\s*$", screen_text(page), re.M)[-1]]
+    assert narrow[1] < wide[1]  # the pane was fitted again and the pty followed
+
+    # Hostile output: requests for an answer, and a clipboard write. Nothing may come back.
+    # Raw mode with a 2 s read timeout: whatever the terminal sends back is caught by dd.
+    page.keyboard.type(
+        "clear; stty -icanon -echo min 0 time 20;"
+        " printf '\\033P$qm\\033\\\\\\033]11;?\\007\\033]52;c;aGk=\\007';"
+        " x=$(dd bs=1 count=64 2>/dev/null | od -An -c | tr -d ' \\n'); stty sane;"
+        ' echo "got:[$x]"\n'
+    )
+    expect(pane.locator(".xterm-rows")).to_contain_text("got:[]", timeout=10_000)
+    shots(page, "console")
+    context.close()
