@@ -107,9 +107,11 @@
     const ev = e.detail || {};
     if (ev.container !== id) return;
     if (ev.action === "remove") {
-      removed = true;
       if (refreshTimer) clearTimeout(refreshTimer);
-      location.href = "/containers/";
+      // Removed elsewhere: leave. Removed from this page: its response redirects (a second
+      // navigation here would abort that one).
+      if (!removed) location.href = "/containers/";
+      removed = true;
       return;
     }
     refreshState();

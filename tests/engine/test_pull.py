@@ -210,8 +210,14 @@ def test_background_pulls_publish_progress_and_keep_their_job(
     while job.running and time.monotonic() < deadline:
         time.sleep(0.05)
     assert job.state == "done", job.error
-    kinds = [(g, e["kind"]) for g, e in publisher.events]
-    assert ("gantry.events", "pull") in kinds and ("gantry.events", "image") in kinds
+
+    def kinds() -> list[tuple[str, str]]:
+        return [(g, e["kind"]) for g, e in publisher.events]
+
+    # the image event follows the job's last progress event, from the same thread
+    while ("gantry.events", "image") not in kinds() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ("gantry.events", "pull") in kinds() and ("gantry.events", "image") in kinds()
     pulls = [e for _, e in publisher.events if e["kind"] == "pull"]
     assert pulls[-1]["state"] == "done" and "container" not in pulls[-1]
     assert all(layer["state"] == "done" for layer in pulls[-1]["layers"])
