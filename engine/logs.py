@@ -109,7 +109,9 @@ def read_log(
         data, offset = (data[cut + 1 :], offset + cut + 1) if cut >= 0 else (b"", offset)
     end = data.rfind(b"\n")
     complete = data[: end + 1] if end >= 0 else b""
-    lines = [line for raw in complete.splitlines() if (line := parse_line(raw)) is not None]
+    # split on \n only: a tty's \r (line ends, redraws) is content, which splitlines() would cut
+    raws = complete.split(b"\n")[:-1]
+    lines = [line for raw in raws if (line := parse_line(raw)) is not None]
     out, line_start = render(lines, timestamps=timestamps, line_start=line_start)
     return LogChunk(out, LogCursor(st.st_ino, offset + len(complete), line_start), truncated)
 

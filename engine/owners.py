@@ -30,7 +30,7 @@ class Ids:
 def parse_ids(data: bytes) -> dict[int, str]:
     """name:x:id:... lines (passwd and group share the first three fields)."""
     out: dict[int, str] = {}
-    for line in data.decode("utf-8", "replace").splitlines()[:20000]:
+    for line in data.decode("utf-8", "replace").split("\n")[:20000]:
         parts = line.split(":")
         if len(parts) < 3 or not parts[0] or line.startswith("#"):
             continue

@@ -40,8 +40,17 @@
     return pre.scrollHeight - pre.scrollTop - pre.clientHeight < 24;
   }
 
-  function append(text) {
-    if (!text) return;
+  // A tty's log is what the terminal got: CSI/OSC sequences and \r redraws. The panel is
+  // plain text, so drop the sequences and end lines at \r; the download keeps every byte.
+  const CSI = /\x1b\[[0-?]*[ -\/]*[@-~]/g;
+  const OSC = /\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)/g;
+  function plain(text) {
+    return text.replace(OSC, "").replace(CSI, "").replace(/\r\n/g, "\n").replace(/\r/g, "\n");
+  }
+
+  function append(raw) {
+    if (!raw) return;
+    const text = plain(raw);
     const stick = atBottom();
     let all = pre.textContent + text;
     if (all.length > MAX_CHARS) {

@@ -48,11 +48,13 @@ def login(stack: Stack, page: Any) -> None:
     page.wait_for_url("**/containers/")
 
 
-def create(page: Any, stack: Stack, name: str, command: str) -> str:
+def create(page: Any, stack: Stack, name: str, command: str, *, tty: bool = False) -> str:
     page.goto(stack.url + "/containers/new")
     page.locator("#id_image").fill("localhost/busybox")
     page.locator("#id_name").fill(name)
     page.locator("#id_command").fill(command)
+    if tty:
+        page.locator("input[name='tty']").check()
     page.get_by_role("button", name="Create").click()
     page.wait_for_url(re.compile(r".*/containers/[0-9a-f]{64}/$"))
     return str(page.url.rstrip("/").rsplit("/", 1)[-1])
@@ -114,3 +116,22 @@ def test_the_run_tab_lives(stack: Stack, browser: Any, shots: Any) -> None:
     assert not [p for p in problems if "Content Security Policy" in p or "Error" in p], problems
     context.close()
     assert not os.path.exists(stack.tmp / "root" / "containers" / cid)
+
+
+def test_a_tty_containers_logs_read_as_plain_text(stack: Stack, browser: Any) -> None:
+    """What a terminal got (colours, \\r\\n, a redraw) shows as lines of text, not escapes."""
+    context = browser.new_context()
+    page = context.new_page()
+    login(stack, page)
+    script = r"printf 'plain\\n\\033[1;31mred\\033[0m\\n\\033]0;title\\007/ # \\rdone\\n'"
+    cid = create(page, stack, "colours", f'sh -c "{script}"', tty=True)
+    page.goto(f"{stack.url}/containers/{cid}/run/")
+    page.get_by_test_id("run-start").click()
+    expect(page.get_by_test_id("run-status")).to_contain_text("Exited (0)", timeout=10_000)
+    logs = page.get_by_test_id("run-logs")
+    expect(logs).to_contain_text("done")
+    assert logs.text_content() == "plain\nred\n/ # \ndone\n"
+    page.on("dialog", lambda d: d.accept())
+    page.get_by_test_id("run-remove").click()
+    page.wait_for_url("**/containers/")
+    context.close()

@@ -67,6 +67,18 @@ def test_it_rebuilds_the_byte_stream_from_a_k8s_file(tmp_path: Path) -> None:
     assert read_all(tmp_path / "missing.log") == b""
 
 
+def test_it_keeps_a_terminals_carriage_returns(tmp_path: Path) -> None:
+    """A tty's output is full of \\r: line ends (\\r\\n) and redraws (\\r then the line again).
+    They are content, not line breaks of the log (the scrollback of a console is built from it)."""
+    path = tmp_path / "ctr.log"
+    path.write_bytes(
+        b"2026-11-28T18:30:57.6+00:00 stdout F BusyBox\r\n"
+        b"2026-11-28T18:30:57.6+00:00 stdout P / # \x1b[6n\n"
+        b"2026-11-28T18:30:58.7+00:00 stdout P \r/ # \x1b[J\n"
+    )
+    assert read_all(path) == b"BusyBox\r\n/ # \x1b[6n\r/ # \x1b[J"
+
+
 def test_it_follows_appends_and_survives_truncation(tmp_path: Path) -> None:
     path = tmp_path / "ctr.log"
     path.write_bytes(LOG[:43] + LOG[43:60])  # a line cut in the middle of a write

@@ -99,6 +99,15 @@ def test_it_skips_malformed_and_hostile_lines() -> None:
     assert groups[0].members == ("a", "b", "c")
 
 
+def test_only_a_newline_ends_a_passwd_line_as_for_runc() -> None:
+    """str.splitlines() would also break at \\x85, \\u2028, \\x1c...: a GECOS field could then
+    smuggle in an entry runc never sees, and the spec would name a user runc cannot."""
+    data = "gecko:x:1000:1000:a\x85ghost:x:0:0::/:/bin/sh\u2028b:/home/g:/bin/sh\r\n".encode()
+    assert [e.name for e in parse_passwd(data)] == ["gecko"]
+    with pytest.raises(InvalidInputError):
+        resolve_user("ghost", data, None)
+
+
 def test_it_reads_at_most_a_megabyte_of_passwd() -> None:
     huge = b"a:x:1:1::/:/bin/sh\n" * 200_000 + b"late:x:5:5::/late:/bin/sh\n"
     with pytest.raises(InvalidInputError):
