@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import requires
-from tests.stack.stackrun import Stack, wait_until
+from tests.stack.stackrun import REPO, Stack, wait_until
 
 pytestmark = [
     pytest.mark.stack,
@@ -85,6 +87,42 @@ def test_engine_offline_and_back(stack: Stack) -> None:
     beat = json.loads(ws.recv(timeout=5))
     assert beat["type"] == "heartbeat"
     ws.close()
+
+
+def test_a_second_run_is_refused_and_the_first_keeps_working(stack: Stack) -> None:
+    """Two launchers on one host would share the run dir: the second took over redis's
+    socket and the pid files, and said "ready" for the first one's web server."""
+    second = subprocess.run(
+        [str(REPO / "gantry"), "run"],
+        cwd=REPO,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert second.returncode != 0
+    assert "already running" in second.stderr and "ready: http" not in second.stderr
+    assert (stack.run_dir / "redis" / "redis.sock").is_socket()
+    assert "engine online" in status(stack.login(), stack)
+
+
+def test_a_busy_port_is_said_at_once(stack: Stack) -> None:
+    other = Stack()  # another run dir, the same port as the running stack
+    other.env["GANTRY_PORT"] = str(stack.port)
+    try:
+        out = subprocess.run(
+            [str(REPO / "gantry"), "run"],
+            cwd=REPO,
+            env=other.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        shutil.rmtree(other.tmp, ignore_errors=True)
+    assert out.returncode != 0
+    assert f"port {stack.port}" in out.stderr and "already in use" in out.stderr
+    assert "ready: http" not in out.stderr
 
 
 def test_ctrl_c_stops_everything(stack: Stack) -> None:
