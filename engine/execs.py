@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine import atomic
+from engine import atomic, securepath
 from engine.conmon import (
     SYNC_TIMEOUT,
     Conmon,
@@ -104,9 +104,11 @@ def exec_process(
         merged[entry.partition("=")[0]] = entry
     process["env"] = list(merged.values())
     if workdir:
-        if not workdir.startswith("/") or workdir == "/proc" or workdir.startswith("/proc/"):
+        # cleaned first: '//proc/self/fd/7' and '/tmp/../proc/1/cwd' are under /proc too
+        cwd = securepath.clean(workdir) if workdir.startswith("/") else ""
+        if not cwd or cwd == "/proc" or cwd.startswith("/proc/"):
             raise InvalidInputError("workdir: an absolute path, not under /proc")
-        process["cwd"] = workdir
+        process["cwd"] = cwd
     process.pop("consoleSize", None)
     return process
 

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from engine import binds
 from engine.conmon import (
     BUNDLE_LEFTOVERS,
     Conmon,
@@ -276,8 +277,10 @@ class Lifecycle:
             self.containers.ensure_mounted(record.id)  # generation reads /etc/passwd
             spec_hook("generate")(self.engine, record)
             record = self.containers.load(record.id)
+        keep = paths.userdata / "config.json.user"
+        binds.restore_user_config(paths.config, keep)  # a start cut off with it pinned
         self.containers.ensure_mounted(record.id)
-        spec_hook("validate_for_start")(self.engine, self.containers.load(record.id))
+        checked = spec_hook("validate_for_start")(self.engine, self.containers.load(record.id))
         if self._has_leftovers(record):  # of an earlier run, if a crash left any
             self._release_runtime(record)
         with contextlib.suppress(FileNotFoundError):
@@ -292,7 +295,13 @@ class Lifecycle:
             stdin=record.options.interactive,
             log_size_max=self.engine.config.log_size_max,
         )
-        created = self.conmon.create(spec)
+        allowlist = self.engine.config.volume_allowlist
+        staging = Path(self.engine.config.root) / "binds" / record.id
+        with (
+            binds.pinned(checked, allowlist, staging) as runtime_spec,
+            binds.in_place(paths.config, keep, runtime_spec),
+        ):
+            created = self.conmon.create(spec)
         self.runc.start(record.id)
         record = self.containers.load(record.id)
         record.state = RUNNING

@@ -59,6 +59,9 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 AT_FDCWD = -100
 MS_NODEV = 0x4
 MNT_DETACH = 0x2
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -237,6 +240,22 @@ def _mount_legacy(m: OverlayMount) -> None:
             argv=m.command_line().split(" "),
             returncode=err,
         )
+
+
+def bind_fd(fd: int, target: Path) -> None:
+    """Bind-mount (recursively) the very object ``fd`` holds onto ``target``, made private so
+    nothing mounted there later propagates back. /proc/self/fd/N is a magic link the kernel
+    resolves to the opened object, not to whatever its path names now."""
+    source = os.fsencode(f"/proc/self/fd/{fd}")
+    where = os.fsencode(os.fspath(target))
+    for src, flags in ((source, MS_BIND | MS_REC), (None, MS_PRIVATE | MS_REC)):
+        if _libc.mount(src, where, None, flags, None) != 0:
+            err = ctypes.get_errno()
+            raise RuntimeFailedError(
+                f"bind mount at {target}: {os.strerror(err)}",
+                argv=["mount", "--rbind", source.decode(), os.fspath(target)],
+                returncode=err,
+            )
 
 
 def unmount(target: Path) -> bool:

@@ -9,8 +9,10 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import binds
 from engine.conmon import pid_is_conmon, read_pid_file
 from engine.errors import EngineError, RuntimeFailedError
 from engine.records import ACTIVE_STATES, PAUSED, RUNNING, ContainerRecord
@@ -95,4 +97,22 @@ def reconcile(lc: Lifecycle) -> list[str]:
             if leftover.name not in known:
                 with contextlib.suppress(OSError):
                     leftover.unlink()
+    sweep_bind_staging(lc)
     return changed
+
+
+def sweep_bind_staging(lc: Lifecycle) -> None:
+    """No start is under way at engine start: staging points of binds and pinned copies of
+    config.json left there are a crash's (engine.binds)."""
+    for record in lc.containers.list():
+        paths = lc.containers.paths(record.id)
+        with contextlib.suppress(OSError):
+            binds.restore_user_config(paths.config, paths.userdata / "config.json.user")
+    staging_root = Path(lc.engine.config.root) / "binds"
+    if not staging_root.is_dir():
+        return
+    for staging in sorted(staging_root.iterdir()):
+        try:
+            binds.unstage(staging)
+        except (EngineError, OSError) as err:
+            log.warning("bind staging %s: %s", staging.name, err)

@@ -4,16 +4,24 @@ watcher and events, and the lab end to end with a busybox stand-in for gantry/on
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.containers import Containers
 from engine.core import Engine
-from engine.errors import InvalidInputError, InvalidStateError, NotFoundError, RuntimeFailedError
+from engine.errors import (
+    InvalidInputError,
+    InvalidStateError,
+    NotFoundError,
+    PolicyError,
+    RuntimeFailedError,
+)
 from engine.events import EVENTS_GROUP, RecordingPublisher
 from engine.lifecycle import Lifecycle
 from engine.logs import read_all
@@ -355,3 +363,113 @@ def test_a_log_cut_at_its_size_limit_is_still_read(live: Engine) -> None:
     assert log.endswith(b"line 299\n") and b"line 0\n" not in log  # only what came after a cut
     path = live.get(Containers).paths(record.id).userdata / "ctr.log"
     assert path.stat().st_size <= 4096 + 200
+
+
+def _swap_for_symlink(path: Path, target: Path) -> None:
+    """What a second container with a volume on the parent could do: the checked directory
+    moves away and a symlink to somewhere else takes its name."""
+    path.rename(path.with_name(path.name + ".moved"))
+    path.symlink_to(target)
+
+
+def test_a_bind_source_swapped_after_the_check_is_not_what_runc_mounts(
+    live: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """security.md D2, the race: the source is checked, then swapped for a symlink before runc
+    mounts it. runc is given the directory the engine opened, not the path."""
+    from engine.conmon import Conmon
+
+    vols = tmp_path / "volumes"
+    (vols / "sub").mkdir(parents=True)
+    (vols / "sub" / "marker").write_text("inside\n")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "marker").write_text("HOST SECRET\n")
+    command = ["sh", "-c", "cat /x/marker; echo hi > /x/written"]
+    record = create(live, command, volumes=[Volume(str(vols / "sub"), "/x")])
+    real_create = Conmon.create
+
+    def create_after_a_swap(self: Conmon, spec: Any) -> Any:
+        _swap_for_symlink(vols / "sub", secret)
+        return real_create(self, spec)
+
+    monkeypatch.setattr(Conmon, "create", create_after_a_swap)
+    lifecycle(live).start(record.id)
+    wait_state(live, record.id, "exited")
+    out = log_of(live, record.id)
+    assert b"inside" in out and b"SECRET" not in out
+    assert (vols / "sub.moved" / "written").read_text() == "hi\n"  # a live, writable volume
+    assert not (secret / "written").exists()
+    config = live.get(Containers).paths(record.id).config
+    assert f'"source": "{vols / "sub"}"' in config.read_text()  # the user's file is back
+    assert not (live.config.root / "binds" / record.id).exists()  # staging points gone
+
+
+def test_a_symlink_swapped_in_before_the_pin_refuses_the_start(
+    live: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.spec as spec_package
+
+    vols = tmp_path / "volumes"
+    (vols / "sub").mkdir(parents=True)
+    record = create(live, ["true"], volumes=[Volume(str(vols / "sub"), "/x")])
+    real_validate = spec_package.validate_for_start
+
+    def validate_then_swap(engine: Engine, rec: Any) -> Any:
+        checked = real_validate(engine, rec)
+        _swap_for_symlink(vols / "sub", tmp_path)
+        return checked
+
+    monkeypatch.setattr(spec_package, "validate_for_start", validate_then_swap)
+    with pytest.raises(PolicyError, match="a symlink is now in its path"):
+        lifecycle(live).start(record.id)
+    assert live.get(Containers).get(record.id).state != "running"
+    assert not (live.get(Containers).paths(record.id).userdata / "config.json.user").exists()
+
+
+def test_reconcile_sweeps_what_a_start_cut_off_left_pinned(live: Engine, tmp_path: Path) -> None:
+    """The engine died inside a start, with a bind staged and the pinned config.json in place:
+    the next engine unmounts the staging point (never deleting through it) and puts the
+    user's file back."""
+    from engine import mounts
+    from engine.reconcile import reconcile
+
+    vols = tmp_path / "volumes"
+    (vols / "data").mkdir(parents=True)
+    (vols / "data" / "keep").write_text("precious\n")
+    record = create(live, ["true"], volumes=[Volume(str(vols / "data"), "/x")])
+    lifecycle(live).start(record.id)
+    wait_state(live, record.id, "exited")
+    paths = live.get(Containers).paths(record.id)
+    user_bytes = paths.config.read_bytes()
+    keep = paths.userdata / "config.json.user"
+    keep.write_bytes(user_bytes)
+    paths.config.write_text('{"pinned": true}')
+    staging = live.config.root / "binds" / record.id
+    staging.mkdir(parents=True)
+    (staging / "0").mkdir()
+    fd = os.open(vols / "data", os.O_PATH)
+    try:
+        mounts.bind_fd(fd, staging / "0")
+    finally:
+        os.close(fd)
+    assert mounts.is_mounted(staging / "0")
+    reconcile(lifecycle(live))
+    assert not staging.exists() and not mounts.is_mounted(staging / "0")
+    assert paths.config.read_bytes() == user_bytes and not keep.exists()
+    assert (vols / "data" / "keep").read_text() == "precious\n"
+
+
+@pytest.mark.parametrize(
+    "workdir",
+    ["/proc", "/proc/self/fd/7", "//proc/self/fd/7", "/tmp/../proc/1/cwd", "/./proc", "rel"],
+)
+def test_an_exec_cannot_start_in_proc_however_it_is_spelled(tmp_path: Path, workdir: str) -> None:
+    """CVE-2024-21626: a cwd under /proc (a leaked host fd). Checked on the cleaned path."""
+    from engine.execs import exec_process
+
+    config = tmp_path / "config.json"
+    config.write_text('{"process": {"args": ["sh"], "env": [], "cwd": "/"}}')
+    with pytest.raises(InvalidInputError, match="not under /proc"):
+        exec_process(config, ["sh"], [], workdir)
+    assert exec_process(config, ["sh"], [], "/tmp/../etc//")["cwd"] == "/etc"
