@@ -173,6 +173,9 @@ else:
 
 GANTRY_NODE = env("GANTRY_NODE")  # empty: ask engine.config.default_node()
 GANTRY_RPC_TIMEOUT = float(env("GANTRY_RPC_TIMEOUT", "10"))
+# The largest request body (an upload form) the web accepts: the engine's default upload
+# limit (2 GiB) plus room for the multipart framing.
+GANTRY_MAX_REQUEST_BYTES = int(env("GANTRY_MAX_REQUEST_BYTES", str(2 * 1024**3 + 16 * 1024**2)))
 
 # Security headers; HTTPS-only cookies and redirects when served over TLS (GANTRY_HTTPS=1).
 HTTPS = env_bool("GANTRY_HTTPS")
