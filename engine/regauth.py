@@ -6,9 +6,10 @@ header, the token request's URL and the token answer. engine.registry sends the 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from engine.errors import RegistryError
 
@@ -54,3 +55,25 @@ def bearer(body: dict[str, Any], what: str) -> str:
 def redacted(params: dict[str, Any]) -> dict[str, Any]:
     """For logs: never print a password."""
     return {k: ("***" if "pass" in k.lower() else v) for k, v in params.items()}
+
+
+def same_site(realm_host: str | None, registry: str) -> bool:
+    """May a registry's credentials go to a token service on ``realm_host``? Only on the
+    registry's own host, or a host of the same domain (auth.docker.io for registry-1.docker.io,
+    the last two labels); an address only to itself (security.md B5)."""
+    host = (urlsplit("//" + registry).hostname or "").lower()
+    realm = (realm_host or "").lower().rstrip(".")
+    if not realm or not host or realm == host:
+        return bool(realm) and realm == host
+    if _is_address(realm) or _is_address(host):
+        return False
+    realm_labels, host_labels = realm.split("."), host.split(".")
+    return min(len(realm_labels), len(host_labels)) >= 2 and realm_labels[-2:] == host_labels[-2:]
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -32,7 +32,14 @@ from requests.adapters import HTTPAdapter
 from engine import digests, hostpolicy, manifests
 from engine.errors import EngineError, InvalidImageError, RegistryError
 from engine.manifests import Document
-from engine.regauth import Credentials, basic_authorization, bearer, parse_challenge, token_url
+from engine.regauth import (
+    Credentials,
+    basic_authorization,
+    bearer,
+    parse_challenge,
+    same_site,
+    token_url,
+)
 
 # verify=False is only ever used for a registry the user marked insecure, on purpose.
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -309,6 +316,11 @@ class Client:
         if scheme != "bearer":
             raise RegistryError(f"{what}: unsupported authentication scheme {scheme[:20]!r}")
         realm = params.get("realm", "")
+        if self.credentials and not same_site(urlsplit(realm).hostname, self.domain):
+            raise RegistryError(
+                f"{what}: token service {urlsplit(realm).hostname or realm[:80]!r} refused: it is "
+                f"not on {self.domain}'s domain (credentials are not sent there)"
+            )
         self.check_target(realm, what=f"{what}: token realm")
         headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
         if self.credentials:

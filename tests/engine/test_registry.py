@@ -382,3 +382,34 @@ def test_a_redirect_target_cannot_ask_for_the_credentials(
 def test_link_local_registries_are_refused(engine: Engine) -> None:
     with pytest.raises(RegistryError, match="link-local"):
         pull(engine, "169.254.169.254/latest:1")
+
+
+def test_credentials_go_to_no_token_service_of_another_domain(
+    engine: Engine, evil: Hostile
+) -> None:
+    """An https realm on any public host passed the address checks; the registry's password
+    went with it. Only the registry's host (or its domain) gets them now."""
+    evil.serve_image()
+    evil.routes[f"/v2/{NAME}/manifests/1"] = _challenge("https://auth.example.org/token")
+    engine.get(Credentials).set(evil.host, "alice", "secret")
+    with pytest.raises(RegistryError, match="credentials are not sent there"):
+        pull(engine, evil.ref())
+
+
+@pytest.mark.parametrize(
+    ("realm", "registry", "ok"),
+    [
+        ("auth.docker.io", "registry-1.docker.io", True),
+        ("quay.io", "quay.io", True),
+        ("127.0.0.1", "127.0.0.1:5000", True),
+        ("auth.example.org", "registry.example.com", False),
+        ("evil.io", "docker.io", False),
+        ("127.0.0.2", "127.0.0.1:5000", False),
+        ("0.1", "127.0.0.1", False),
+        ("", "quay.io", False),
+    ],
+)
+def test_same_site(realm: str, registry: str, ok: bool) -> None:
+    from engine.regauth import same_site
+
+    assert same_site(realm, registry) is ok
