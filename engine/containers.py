@@ -36,7 +36,6 @@ import builtins
 import os
 import re
 import secrets
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -69,6 +68,7 @@ from engine.records import (
 from engine.records import CONFIGURED as CONFIGURED
 from engine.records import CREATED as CREATED
 from engine.records import ContainerRecord as ContainerRecord
+from engine.rmtree import remove_tree
 from engine.store import Store
 from engine.validate import CONTAINER_ID_RE, NAME_RE
 from engine.volumes import check_volumes
@@ -399,7 +399,7 @@ class Containers:
             trash = self.store.tmp_dir("removed")
             os.rename(paths.root, trash / container_id)
             atomic.fsync_dir(self.dir)
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_tree(trash, ignore_errors=True)  # iterative: trees of any depth
         lock_file = Path(self.engine.config.root) / "locks" / f"container-{container_id}.lock"
         try:
             lock_file.unlink()

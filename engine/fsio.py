@@ -10,7 +10,6 @@ import errno
 import os
 import platform
 import secrets
-import shutil
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 
 from engine import securepath
 from engine.errors import EngineError, InvalidInputError, InvalidStateError, NotFoundError
+from engine.rmtree import remove_tree_at
 
 _SYS_RENAMEAT2 = {"x86_64": 316, "aarch64": 276, "ppc64le": 357, "s390x": 347}
 RENAME_NOREPLACE = 1
@@ -96,7 +96,7 @@ def remove_entry(dir_fd: int, name: str, *, recursive: bool) -> None:
     directory's descriptor and never follows a symlink)."""
     if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
         if recursive:
-            shutil.rmtree(name, dir_fd=dir_fd)
+            remove_tree_at(dir_fd, name)  # iterative, never follows a symlink
         else:
             os.rmdir(name, dir_fd=dir_fd)
     else:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from pathlib import Path
 
 from engine import securepath
 from engine.errors import EngineError, InvalidImageError
+from engine.rmtree import remove_tree_at
 from engine.tarentry import is_whiteout
 from engine.writepool import Key, OrderedWrites
 
@@ -152,7 +152,7 @@ class LayerTree:
             if keep_dir:
                 return st.st_mode
             self.writes.barrier()  # pending writes below it must land before it goes
-            shutil.rmtree(name, dir_fd=pfd)
+            remove_tree_at(pfd, name)
         else:
             os.unlink(name, dir_fd=pfd)
         self._forget_cache(parts)

@@ -27,6 +27,7 @@ from engine.manifests import Descriptor, Document
 from engine.pull import PullJob, Resolved, chain_entry, run_job, walk_index
 from engine.refs import Platform
 from engine.store import ImageRecord
+from engine.tarstream import FastTarInfo, HeaderRecordError
 
 MAX_ARCHIVE_MEMBERS = 100_000
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -72,14 +73,22 @@ class ArchiveMembers:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self.tar = tarfile.open(path, "r:")  # noqa: S202, SIM115  (parsed, not extracted)
+            # FastTarInfo: header records (GNU long names, PAX) are bounded before tarfile
+            # reads one whole into memory.
+            self.tar = tarfile.open(path, "r:", tarinfo=FastTarInfo)  # noqa: S202, SIM115
+        except HeaderRecordError as err:
+            raise InvalidImageError(f"{path}: {err}") from None
         except (tarfile.TarError, OSError) as err:
             raise InvalidInputError(f"{path}: not a tar archive ({err})") from err
         self.members: dict[str, tarfile.TarInfo] = {}
-        for count, member in enumerate(self.tar):
-            if count > MAX_ARCHIVE_MEMBERS:
-                raise InvalidImageError(f"{path}: more than {MAX_ARCHIVE_MEMBERS} members")
-            self.members["/".join(p for p in member.name.split("/") if p not in ("", "."))] = member
+        try:
+            for count, member in enumerate(self.tar):
+                if count > MAX_ARCHIVE_MEMBERS:
+                    raise InvalidImageError(f"{path}: more than {MAX_ARCHIVE_MEMBERS} members")
+                key = "/".join(p for p in member.name.split("/") if p not in ("", "."))
+                self.members[key] = member
+        except HeaderRecordError as err:
+            raise InvalidImageError(f"{path}: {err}") from None
         self.tar.members = []  # type: ignore[attr-defined]
 
     def member(self, name: str) -> tarfile.TarInfo:

@@ -25,7 +25,6 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -38,6 +37,7 @@ from engine import atomic, digests
 from engine.core import Engine
 from engine.errors import ImageNotFoundError, InvalidImageError, InvalidInputError
 from engine.locks import LockTimeoutError, locked
+from engine.rmtree import remove_tree
 from engine.rpc import Context, on_startup
 
 log = logging.getLogger("gantry.engine.store")
@@ -150,7 +150,7 @@ class Store:
 
     def discard(self, path: Path) -> None:
         """Delete a tmp_dir() and release it."""
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path, ignore_errors=True)
         self._release(path)
 
     @contextlib.contextmanager
@@ -163,31 +163,38 @@ class Store:
             self.discard(path)
 
     def sweep_tmp(self) -> int:
-        """Remove abandoned work under <root>/tmp (entries no live process holds locked)."""
+        """Remove abandoned work under <root>/tmp (entries no live process holds locked).
+        An entry that cannot be removed is logged and left: it stops neither the others nor
+        what runs after the sweep (gc)."""
         removed = 0
         tmp = self.root / "tmp"
         for entry in sorted(tmp.iterdir()) if tmp.is_dir() else []:
             try:
-                fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError:
-                fd = -1
-            try:
-                if fd >= 0:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        continue  # someone is working in it
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
-                removed += 1
-            finally:
-                if fd >= 0:
-                    os.close(fd)
+                removed += self._sweep_entry(entry)
+            except Exception as err:  # noqa: BLE001  (one bad entry must not stop the sweep)
+                log.warning("sweep %s: not removed: %s", entry, err)
         if removed:
             log.info("swept %d abandoned entries from %s", removed, tmp)
         return removed
+
+    @staticmethod
+    def _sweep_entry(entry: Path) -> int:
+        """Remove one tmp entry unless a live process holds it locked: 1 if removed."""
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            fd = -1
+        try:
+            if fd >= 0:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return 0  # someone is working in it
+            remove_tree(entry)  # a directory with all below it, or a file or a symlink
+            return 1
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     # -- blobs -------------------------------------------------------------------------------
     def has_blob(self, digest: str) -> bool:

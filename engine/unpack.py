@@ -11,7 +11,9 @@ after whiting it out is made opaque (the case podman 4.3 gets wrong and umoci ge
 Refused (InvalidImageError, the layer is abandoned): ``..`` in a name or hardlink target, a
 non-directory entry for the layer root (a symlink named ``.``: CVE-2021-29136), whiteouts of
 ``.``/``..``, hardlinks to something this layer does not hold, paths through a non-directory,
-more decompressed bytes than the budget (bombs), and trailing garbage after the archive.
+more decompressed bytes than the budget (bombs), header records (GNU long names, PAX) over
+1 MiB or chained too deep (engine.tarstream refuses them from their header, before tarfile
+would read one whole into memory), and trailing garbage after the archive.
 Absolute names land root-relative. The xattr policy (engine.tarentry) keeps a layer from
 steering the overlay mount.
 
@@ -52,7 +54,7 @@ from engine.tarentry import (
     set_xattrs,
     write_file,
 )
-from engine.tarstream import FastTarInfo, Feed, Inflater
+from engine.tarstream import FastTarInfo, Feed, HeaderRecordError, Inflater
 from engine.writepool import ASYNC_MAX, OrderedWrites
 
 DEFAULT_BUDGET = 64 * 1024**3
@@ -103,6 +105,8 @@ class Unpacker:
                 encoding="utf-8",
                 errors="surrogateescape",
             )
+        except HeaderRecordError as err:
+            raise InvalidImageError(f"{self.what}: {err}") from None
         except tarfile.ReadError as err:
             if feed.tell() == 0 and feed.eof:
                 return  # an empty blob: no entries
@@ -111,6 +115,8 @@ class Unpacker:
             while True:
                 try:
                     member = tar.next()
+                except HeaderRecordError as err:
+                    raise InvalidImageError(f"{self.what}: {err}") from None
                 except tarfile.TarError as err:
                     raise InvalidImageError(f"{self.what}: bad tar archive ({err})") from err
                 # Streaming: forget parsed headers so memory stays flat.

@@ -24,6 +24,7 @@ from engine.errors import (
     PolicyError,
 )
 from engine.events import EVENTS_GROUP, RecordingPublisher
+from engine.fs import Files
 from engine.images import Images
 from engine.names import generate_name
 from engine.podjson import human_duration, inspect_json, ps_json, status_text
@@ -268,6 +269,22 @@ def test_remove_deletes_everything_and_unmounts(
     assert not containers.paths(ctr.id).root.exists()
     assert not containers.is_mounted(ctr.id)
     assert events.events[-1][1]["action"] == "remove"
+    with pytest.raises(ContainerNotFoundError):
+        containers.get("ctr")
+
+
+@needs_overlay
+def test_remove_copes_with_a_tree_deeper_than_the_recursion_limit(
+    ctr: ContainerRecord, containers: Containers, files: Files, engine: Engine
+) -> None:
+    """security.md A13: any web user can mkdir -p 1500 levels (shutil.rmtree hit
+    RecursionError after the directory was already renamed into tmp/)."""
+    files.mkdir(ctr, "/a" * 1500, parents=True)
+    events = RecordingPublisher()
+    containers.remove(ctr.id, publisher=events)
+    assert events.events[-1][1]["action"] == "remove"
+    assert not containers.paths(ctr.id).root.exists()
+    assert list((engine.config.root / "tmp").iterdir()) == []
     with pytest.raises(ContainerNotFoundError):
         containers.get("ctr")
 

@@ -308,6 +308,16 @@ def test_c9_recursive_delete_removes_links_not_targets(
     assert not (merged / "link").is_symlink()
 
 
+def test_c9_recursive_delete_of_a_very_deep_tree(
+    ctr: ContainerRecord, files: Files, merged: Path, victim: Path
+) -> None:
+    """1500 levels (within PATH_MAX): shutil.rmtree raised RecursionError here."""
+    files.mkdir(ctr, "/d" + "/a" * 1500, parents=True)
+    os.symlink(str(victim), merged / "d" / "a" / "a" / "to-host")
+    files.delete(ctr, "/d", recursive=True)
+    assert not (merged / "d").exists()
+
+
 def test_c10_chmod_through_symlinks_stays_inside(
     ctr: ContainerRecord, files: Files, merged: Path, victim: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from engine.images import Images
 from engine.rpc import Context, call
 from engine.store import Store
 from tests.engine.clitools import engine_cli
-from tests.engine.ocibuild import Dir, File, Layout, busybox_layer
+from tests.engine.ocibuild import Dir, File, Layout, busybox_layer, tar_bytes
 
 
 @pytest.fixture
@@ -93,3 +94,29 @@ def test_rpc_load_only_reads_the_imports_directory(engine: Engine, layout: Layou
     os.rename(layout.path, imports / "myimage")
     (entry,) = call(Context(engine), "image.load", {"path": "myimage"})
     assert entry["Names"] == ["localhost/myimage:v1"]
+
+
+def long_name_record(size: int) -> bytes:
+    """A GNU long-name header record of ``size`` bytes ('a's), padded; an entry must follow."""
+    info = tarfile.TarInfo("././@LongLink")
+    info.type, info.size = tarfile.GNUTYPE_LONGNAME, size
+    header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    return header + b"a" * (size - 1) + b"\0" * (1 + -size % 512)
+
+
+def test_a_layer_with_a_huge_header_record_loads_nothing(engine: Engine, tmp_path: Path) -> None:
+    lay = Layout(tmp_path / "hostile")
+    hostile = long_name_record(4 * 1024 * 1024) + tar_bytes([File("after", "x")])
+    lay.image([busybox_layer(), hostile], tag="v1")
+    with pytest.raises(InvalidImageError, match=r"gnu long name \('L'\) of 4194304 bytes"):
+        engine.get(Images).load(lay.path)
+    root = engine.config.root
+    for sub in ("images", "layers", "tmp"):
+        assert list((root / sub).iterdir()) == [], sub
+
+
+def test_an_archive_with_a_huge_header_record_is_refused(engine: Engine, tmp_path: Path) -> None:
+    archive = tmp_path / "hostile.tar"
+    archive.write_bytes(long_name_record(4 * 1024 * 1024) + tar_bytes([File("manifest.json")]))
+    with pytest.raises(InvalidImageError, match=r"header record .* of 4194304 bytes"):
+        engine.get(Images).load(archive)

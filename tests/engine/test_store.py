@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from engine.core import Engine
 from engine.errors import ImageNotFoundError, InvalidInputError
-from engine.store import Store
+from engine.rpc import Context
+from engine.store import Store, sweep_at_startup
 from tests.imagetools import busybox_image, make_image
 
 
@@ -37,3 +43,41 @@ def test_a_name_moves_to_the_newest_image(engine: Engine) -> None:
 def test_digests_are_checked_before_paths_are_built(engine: Engine, bad: str) -> None:
     with pytest.raises(InvalidInputError):
         engine.get(Store).layer_path(bad)
+
+
+def deep_dirs(top: Path, depth: int) -> None:
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("a", dir_fd=fd)
+        child = os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+
+
+def test_the_startup_sweep_removes_deep_trees_and_goes_past_a_bad_entry(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 1500-deep tree (a crashed extraction, a half-removed container) and an entry that
+    cannot be removed (a mount left in it) must not stop the sweep, nor the gc after it."""
+    store = engine.get(Store)
+    tmp = engine.config.root / "tmp"
+    deep_dirs(tmp / "a-deep.1", 1500)
+    (tmp / "b-busy.1" / "mnt").mkdir(parents=True)
+    deep_dirs(tmp / "c-deep.2", 1500)
+    (tmp / "d-file.1").write_text("x")
+    orphan = make_image(engine, [{"/orphan": "1"}], name="localhost/orphan:1")
+    store.remove_image_record(orphan.id)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(tmp / "b-busy.1" / "mnt")], check=True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="gantry.engine.store"):
+            sweep_at_startup(Context(engine))
+        assert sorted(os.listdir(tmp)) == ["b-busy.1"]
+        assert os.listdir(tmp / "b-busy.1") == ["mnt"]
+        assert "b-busy.1" in caplog.text
+        assert list((engine.config.root / "layers").iterdir()) == []  # the gc ran
+    finally:
+        subprocess.run(["umount", str(tmp / "b-busy.1" / "mnt")], check=True)
+    assert store.sweep_tmp() == 1
+    assert os.listdir(tmp) == []

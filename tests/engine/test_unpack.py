@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import stat
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +21,7 @@ import zstandard
 
 from engine.errors import InvalidImageError
 from engine.unpack import UnpackResult, unpack_stream
-from tests.conftest import requires
+from tests.conftest import REPO, requires
 from tests.engine.ocibuild import (
     Char,
     Dir,
@@ -402,3 +405,144 @@ def test_the_pool_takes_over_when_creating_files_is_slow(
     assert submitted, "the pool never took over"
     assert len(submitted) < 100 // writepool.BATCH + 2  # batches, not one task per file
     assert sorted(p.read_text() for p in (diff / "d").iterdir()) == sorted(map(str, range(100)))
+
+
+# -- header records (GNU longname/longlink, PAX): bounded before tarfile reads them ------------
+_MEASURE = """
+import json, resource, sys, time
+from pathlib import Path
+from engine.errors import InvalidImageError
+from engine.unpack import unpack_stream
+
+def run(blob, diff):
+    Path(diff).mkdir()
+    with open(blob, "rb") as f:
+        unpack_stream(f.read, Path(diff))
+
+run(sys.argv[1], sys.argv[3])  # warm-up: a normal layer, so the inflater's buffers are counted
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.monotonic()
+try:
+    run(sys.argv[2], sys.argv[4])
+    error = ""
+except InvalidImageError as err:
+    error = str(err)
+seconds = time.monotonic() - started
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"growth_kib": after - before, "error": error, "seconds": seconds}))
+"""
+
+
+def header_block(kind: bytes, size: int, name: str = "././@LongLink") -> bytes:
+    """One raw 512-byte tar header (GNU magic) of any type and size."""
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, size
+    return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+
+
+def write_hostile_layer(path: Path, kind: bytes, size: int) -> None:
+    """A gzip layer whose first entry is a ``kind`` header record of ``size`` bytes (a valid
+    one: a NUL-terminated name, or one PAX record), then one empty file. Written in chunks:
+    the test process never holds it whole."""
+    with gzip.open(path, "wb", compresslevel=1) as out:
+        out.write(header_block(kind, size))
+        if kind in (tarfile.XHDTYPE, tarfile.XGLTYPE):
+            digits = len(str(size))
+            prefix = f"{size} comment=".encode()
+            assert len(prefix) == digits + 9
+            body_left, tail = size - len(prefix) - 1, b"\n"
+        else:
+            prefix, body_left, tail = b"", size - 1, b"\0"
+        out.write(prefix)
+        chunk = b"a" * (1024 * 1024)
+        while body_left:
+            out.write(chunk[: min(body_left, len(chunk))])
+            body_left -= min(body_left, len(chunk))
+        out.write(tail + b"\0" * (-size % 512))
+        out.write(tar_bytes([File("after", b"")]))
+
+
+@pytest.mark.parametrize(
+    ("kind", "label"),
+    [(tarfile.GNUTYPE_LONGNAME, "'L'"), (tarfile.GNUTYPE_LONGLINK, "'K'"),
+     (tarfile.XHDTYPE, "'x'"), (tarfile.XGLTYPE, "'g'")],
+)  # fmt: skip
+def test_it_refuses_a_huge_header_record_quickly_and_in_little_memory(
+    tmp_path: Path, kind: bytes, label: str
+) -> None:
+    """security.md A12/A13: a 64 MiB name record gzips to ~64 KB; tarfile would read it whole
+    (and copy it twice). It is refused from its 512-byte header, before any of it is read."""
+    size = 64 * 1024 * 1024
+    hostile, normal = tmp_path / "hostile.tar.gz", tmp_path / "normal.tar.gz"
+    write_hostile_layer(hostile, kind, size)
+    assert hostile.stat().st_size < 1_000_000
+    normal.write_bytes(gzip.compress(tar_bytes([File("big", os.urandom(1 << 20) * 16)]), 1))
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(normal), str(hostile),
+         str(tmp_path / "d1"), str(tmp_path / "d2")],
+        cwd=REPO, capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    got = json.loads(out.stdout)
+    assert got["growth_kib"] < 16 * 1024, got  # before the fix: +190 MiB ('L'), +254 MiB ('x')
+    assert got["seconds"] < 5, got
+    assert label in got["error"] and str(size) in got["error"], got
+    assert "header" in got["error"] and "\n" not in got["error"]
+    assert not (tmp_path / "d2" / "after").exists()
+
+
+def test_it_refuses_long_chains_of_header_records(tmp_path: Path) -> None:
+    """Each record is small, but tarfile recurses once per record and keeps every one: 2000
+    of them were a RecursionError, and 900 of 1 MiB each would have held 900 MiB."""
+    record = b"n" * 99 + b"\0" + b"\0" * 412
+    data = (header_block(tarfile.GNUTYPE_LONGNAME, 100) + record) * 2000
+    data += tar_bytes([File("after", b"")])
+    diff = tmp_path / "diff"
+    diff.mkdir()
+    with pytest.raises(InvalidImageError, match="header records in a row"):
+        unpack_stream(io.BytesIO(gzip.compress(data)).read, diff)
+
+
+def pax_record(kind: bytes, key: str, value: str) -> bytes:
+    """A PAX header record (``kind`` 'x' or 'g') holding one ``key=value``, padded."""
+    line = f" {key}={value}\n".encode()
+    length = len(line) + len(str(len(line)))
+    length = len(line) + len(str(length))
+    body = str(length).encode() + line
+    return header_block(kind, len(body)) + body + b"\0" * (-len(body) % 512)
+
+
+def test_it_bounds_the_global_pax_headers_of_a_layer(tmp_path: Path) -> None:
+    """tarfile keeps every 'g' record for the rest of the archive, so they are bounded in
+    total, not only one by one: eight of 256 KiB, each before its own file, are refused."""
+    data = b""
+    for i in range(8):
+        data += pax_record(tarfile.XGLTYPE, f"k{i}", "v" * (256 * 1024))
+        data += tarfile.TarInfo(f"f{i}").tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+    data += b"\0" * 1024
+    diff = tmp_path / "diff"
+    diff.mkdir()
+    with pytest.raises(InvalidImageError, match="global"):
+        unpack_stream(io.BytesIO(gzip.compress(data)).read, diff)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_long_names_and_link_targets_still_work(tmp_path: Path, fmt: int) -> None:
+    name = "dir/" + "n" * 200
+    target = "/" + "t" * 300
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        tar.addfile(_info("dir", tarfile.DIRTYPE))
+        tar.addfile(_info(name, tarfile.REGTYPE, 5), io.BytesIO(b"hello"))
+        tar.addfile(_info("dir/" + "s" * 150, tarfile.SYMTYPE, linkname=target))
+    diff = tmp_path / "diff"
+    diff.mkdir()
+    result = unpack_stream(io.BytesIO(gzip.compress(buf.getvalue())).read, diff)
+    assert result.entries == 3
+    assert (diff / name).read_bytes() == b"hello"
+    assert os.readlink(diff / "dir" / ("s" * 150)) == target
+
+
+def _info(name: str, kind: bytes, size: int = 0, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname = kind, size, linkname
+    return info
