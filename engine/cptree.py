@@ -6,16 +6,19 @@ file; owner, mode and mtime are kept. Nothing is decompressed or run here.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from engine import securepath
-from engine.errors import InvalidInputError, InvalidStateError, NotFoundError
+from engine.errors import InvalidInputError, InvalidStateError, NotFoundError, PolicyError
 from engine.fs import TempFile
+from engine.volumes import Volume
 
 MAX_DEPTH = 1024  # directory levels a copy goes down (as many as a download's tar)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -150,6 +153,9 @@ class Side(Protocol):
     def parent(self, path: str) -> Any:
         """Context manager giving (dir fd, final name)."""
 
+    def is_mount(self, path: str) -> bool:
+        """Whether the path is exactly where a volume is mounted (its own root)."""
+
 
 class HostSide:
     """The host's filesystem, as the root user running the CLI sees it."""
@@ -177,16 +183,155 @@ class HostSide:
         finally:
             os.close(fd)
 
+    def is_mount(self, path: str) -> bool:
+        return False
+
+
+_PIN_RESOLVE = securepath.RESOLVE_BENEATH | securepath.RESOLVE_NO_SYMLINKS
+
+
+def open_volume_source(allowlist: Iterable[Path], source: str) -> int:
+    """An O_PATH descriptor of a volume's host source, opened from its allowlisted directory
+    with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), as engine.binds pins it at start: a
+    symlink swapped into the recorded path is refused, never followed."""
+    for entry in allowlist:
+        try:
+            base = os.path.realpath(entry, strict=True)
+        except OSError:
+            continue
+        if source != base and not source.startswith(base.rstrip("/") + "/"):
+            continue
+        base_fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return securepath.openat2(
+                base_fd, source[len(base) :].lstrip("/") or ".", os.O_PATH, resolve=_PIN_RESOLVE
+            )
+        except FileNotFoundError as err:
+            raise NotFoundError(f"volume source {source}: no such file or directory") from err
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.EXDEV):
+                raise PolicyError(
+                    f"volume source {source}: a symlink is now in its path (refused)",
+                    rule="bind-source",
+                    field="volumes",
+                ) from err
+            raise
+        finally:
+            os.close(base_fd)
+    raise PolicyError(
+        f"volume source {source}: no longer under an allowed directory",
+        rule="volume-allowlist",
+        field="volumes",
+    )
+
+
+class _Mounted:
+    """One volume of a container, its host side opened on first use."""
+
+    def __init__(self, volume: Volume, allowlist: Sequence[Path]) -> None:
+        self.volume = volume
+        self.destination = securepath.clean(volume.destination)
+        self.allowlist = allowlist
+        self.root: securepath.Root | None = None
+        self.file_name = ""  # a volume of one regular file: its name in ``root``
+
+    def open(self) -> securepath.Root:
+        if self.root is None:
+            fd = open_volume_source(self.allowlist, self.volume.source)
+            try:
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    root = securepath.Root(securepath.fd_path(fd))
+                else:  # a file: its directory is the root; only that one name is used in it
+                    self.file_name = os.path.basename(self.volume.source)
+                    parent = os.path.dirname(self.volume.source)
+                    pfd = open_volume_source(self.allowlist, parent)
+                    try:
+                        root = securepath.Root(securepath.fd_path(pfd))
+                    finally:
+                        os.close(pfd)
+            finally:
+                os.close(fd)
+            root.path = self.volume.source
+            self.root = root
+        return self.root
+
+    def close(self) -> None:
+        if self.root is not None:
+            self.root.close()
+            self.root = None
+
 
 class ContainerSide:
-    """A container's root: every path resolves inside it."""
+    """A container's root: every path resolves inside it, or inside one of its volumes.
 
-    def __init__(self, root: securepath.Root) -> None:
+    A container path is cleaned lexically first; at or under a volume's destination (the
+    longest one matches) the rest resolves inside the volume's host source as its own root
+    (openat2 RESOLVE_IN_ROOT, the source opened from its allowlisted directory without any
+    symlink), as ``podman cp`` reads and writes through the container's mounts, running or not.
+    Writes into a read-only volume are refused. Limits: a symlink in the container's root that
+    leads to a volume's destination is followed inside the container's root only (so it reaches
+    the empty mount point, not the volume); a directory copied *onto* a volume's destination
+    (``cp DIR ctr:/`` where DIR is named like the volume) lands in the volume, but volumes
+    deeper inside a tree being copied are not entered: that tree's mount points are copied as
+    the directories they are in the root. The engine's own binds (/etc/hostname, /etc/hosts,
+    /etc/resolv.conf) are not volumes and read as the root's placeholders."""
+
+    def __init__(
+        self,
+        root: securepath.Root,
+        volumes: Sequence[Volume] = (),
+        allowlist: Sequence[Path] = (),
+        *,
+        write: bool = False,
+    ) -> None:
         self.root = root
+        self.write = write
+        self.mounts = sorted(
+            (_Mounted(v, allowlist) for v in volumes),
+            key=lambda m: len(m.destination),
+            reverse=True,
+        )
+
+    def close(self) -> None:
+        for mounted in self.mounts:
+            mounted.close()
+
+    def _find(self, clean: str) -> _Mounted | None:
+        for mounted in self.mounts:  # longest destination first
+            d = mounted.destination
+            if clean == d or clean.startswith(d + "/"):
+                return mounted
+        return None
+
+    def route(self, path: str) -> tuple[securepath.Root, str]:
+        """(the root the path resolves in, the path inside it)."""
+        clean = securepath.clean(path)
+        mounted = self._find(clean)
+        if mounted is None:
+            return self.root, clean
+        if self.write and mounted.volume.read_only:
+            raise PolicyError(
+                f"cp: {clean}: {mounted.destination} is a read-only volume",
+                rule="read-only-volume",
+                field="volumes",
+            )
+        root = mounted.open()
+        rest = clean[len(mounted.destination) :] or "/"
+        if mounted.file_name:
+            if rest != "/":
+                raise InvalidInputError(f"cp: {clean}: {mounted.destination} is not a directory")
+            if self.write:
+                raise InvalidInputError(
+                    f"cp: {clean}: a single-file volume cannot be written by cp "
+                    f"(write its host file {mounted.volume.source})"
+                )
+            return root, "/" + mounted.file_name
+        return root, rest
 
     def kind(self, path: str) -> str | None:
+        root, inside = self.route(path)
         try:
-            fd = self.root.open(path, os.O_PATH)
+            fd = root.open(inside, os.O_PATH)
         except FileNotFoundError:
             return None
         try:
@@ -195,12 +340,34 @@ class ContainerSide:
             os.close(fd)
 
     def open_dir(self, path: str) -> int:
-        return self.root.open(path, os.O_PATH | os.O_DIRECTORY)
+        root, inside = self.route(path)
+        return root.open(inside, os.O_PATH | os.O_DIRECTORY)
 
     @contextmanager
     def parent(self, path: str) -> Iterator[tuple[int, str]]:
-        with self.root.parent(path) as (fd, name):
+        root, inside = self.route(path)
+        with root.parent(inside) as (fd, name):
             yield fd, name or "."
+
+    def is_mount(self, path: str) -> bool:
+        clean = securepath.clean(path)
+        return any(m.destination == clean for m in self.mounts)
+
+
+def _base_name(path: str, sname: str) -> str:
+    if sname not in (".", ".."):
+        return sname
+    parts = securepath.lexical_parts(path)
+    return parts[-1] if parts else "rootfs"
+
+
+def _copy_contents(sfd: int, sname: str, dfd: int, *, strip_setid: bool, stats: CopyStats) -> None:
+    s = os.open(sname, _DIR_FLAGS, dir_fd=sfd)
+    try:
+        for name in sorted(os.listdir(s)):
+            copy_entry(s, name, dfd, name, strip_setid=strip_setid, stats=stats)
+    finally:
+        os.close(s)
 
 
 def copy_between(
@@ -208,24 +375,24 @@ def copy_between(
 ) -> CopyStats:
     """podman cp's rules: into an existing directory under the source's name (a source ending
     in "/." copies its contents instead); onto an existing file (files only); to a new name
-    whose parent exists (a directory is created there with the source's contents)."""
+    whose parent exists (a directory is created there with the source's contents). A directory
+    whose new name is a volume's mount point goes into the volume (its contents; the volume's
+    own directory keeps its owner and mode)."""
     contents_only = src_path == "." or src_path.endswith("/.")
     stats = CopyStats()
     with src.parent(src_path) as (sfd, sname):
         st = os.stat(sname, dir_fd=sfd, follow_symlinks=False)
         is_dir = stat.S_ISDIR(st.st_mode)
-        base = sname if sname not in (".", "..") else "rootfs"
+        base = _base_name(src_path, sname)
         dst_kind = dst.kind(dst_path)
         if dst_kind == "dir":
+            target = dst_path.rstrip("/") + "/" + base
+            if is_dir and not contents_only and dst.is_mount(target):
+                dst_path, contents_only = target, True
             dfd = dst.open_dir(dst_path)
             try:
                 if is_dir and contents_only:
-                    s = os.open(sname, _DIR_FLAGS, dir_fd=sfd)
-                    try:
-                        for name in sorted(os.listdir(s)):
-                            copy_entry(s, name, dfd, name, strip_setid=strip_setid, stats=stats)
-                    finally:
-                        os.close(s)
+                    _copy_contents(sfd, sname, dfd, strip_setid=strip_setid, stats=stats)
                 else:
                     copy_entry(sfd, sname, dfd, base, strip_setid=strip_setid, stats=stats)
             finally:

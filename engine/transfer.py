@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from engine import securepath
 from engine.containers import ContainerRecord, Containers
@@ -29,7 +30,7 @@ from engine.cptree import ContainerSide, CopyStats, HostSide, Side, copy_between
 from engine.cptree import copy_entry as copy_entry  # engine.fs imports it from here
 from engine.dirtar import tar_stream
 from engine.errors import InvalidInputError, InvalidStateError, NotFoundError, PolicyError
-from engine.fs import Files, TempFile, WriteTarget, fs_errors, show, version_token
+from engine.fs import Files, Ids, TempFile, WriteTarget, fs_errors, show, version_token
 
 CHUNK = 448 * 1024  # bytes per download message (a message stays under 512 KiB)
 MAX_CHUNK = 448 * 1024  # largest upload chunk accepted
@@ -232,17 +233,121 @@ def file_stream(fd: int, size: int, chunk: int = CHUNK) -> Iterator[bytes]:
 
 
 # -- cp: container <-> host -----------------------------------------------------------------
+def _container_side(
+    engine: Engine, record: ContainerRecord, root: securepath.Root, *, write: bool
+) -> ContainerSide:
+    return ContainerSide(root, record.options.volumes, engine.config.volume_allowlist, write=write)
+
+
 def cp(
     engine: Engine, record: ContainerRecord, src: str, dst: str, *, into_container: bool
 ) -> CopyStats:
     """Copy host -> container (``into_container``) or container -> host. Container paths
-    resolve inside the container's root; what comes out of a container loses setuid/setgid."""
+    resolve inside the container's root, or inside a volume's host directory when they are at
+    or under its destination (see cptree.ContainerSide; a read-only volume refuses writes); what
+    comes out of a container loses setuid/setgid."""
     containers = engine.get(Containers)
     with containers.open_rootfs(record.id) as root:
-        inside: Side = ContainerSide(root)
+        inside = _container_side(engine, record, root, write=into_container)
         host: Side = HostSide()
         what = show(dst if into_container else src)
-        with fs_errors(f"cp {what}"):
-            if into_container:
-                return copy_between(host, src, inside, dst, strip_setid=False)
-            return copy_between(inside, src, host, dst, strip_setid=True)
+        try:
+            with fs_errors(f"cp {what}"):
+                if into_container:
+                    return copy_between(host, src, inside, dst, strip_setid=False)
+                return copy_between(inside, src, host, dst, strip_setid=True)
+        finally:
+            inside.close()
+
+
+def cp_to_tar(engine: Engine, record: ContainerRecord, src: str, out: BinaryIO) -> None:
+    """``cp CTR:PATH -``: a tar stream of PATH on ``out`` (podman's semantics): a directory as
+    NAME/... (its contents as ./... for a path ending in "/."), a file or a symlink as one
+    entry. Paths resolve as in cp(), volumes included; the tar is built from descriptors
+    (engine.dirtar), never followed out of the root it resolved in."""
+    containers = engine.get(Containers)
+    files = engine.get(Files)
+    with containers.open_rootfs(record.id) as root:
+        inside = _container_side(engine, record, root, write=False)
+        try:
+            with fs_errors(f"cp {show(src)}"), inside.parent(src) as (dir_fd, name):
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                ids = files.ids(record, root)
+                base = securepath.lexical_parts(src)[-1:] or ["rootfs"]
+                top = "." if src == "." or src.endswith("/.") else base[0]
+                if stat.S_ISDIR(st.st_mode):
+                    dfd = os.open(
+                        name,
+                        os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                        dir_fd=dir_fd,
+                    )
+                    try:
+                        for data in tar_stream(dfd, top, ids, CHUNK):
+                            out.write(data)
+                    finally:
+                        os.close(dfd)
+                else:
+                    for data in _entry_tar(dir_fd, name, top, st, ids):
+                        out.write(data)
+        finally:
+            inside.close()
+        out.flush()
+
+
+def _entry_tar(
+    dir_fd: int, name: str, arcname: str, st: os.stat_result, ids: Ids
+) -> Iterator[bytes]:
+    """A tar of one non-directory entry: a regular file (opened O_NOFOLLOW|O_NONBLOCK and
+    checked with fstat), a symlink, or a device/FIFO header; anything else is refused."""
+    info = tarfile.TarInfo(arcname)
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid, info.gid = st.st_uid, st.st_gid
+    info.uname, info.gname = ids.users.get(st.st_uid, ""), ids.groups.get(st.st_gid, "")
+    info.mtime = int(st.st_mtime)
+    fd = -1
+    try:
+        if stat.S_ISREG(st.st_mode):
+            fd = os.open(
+                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
+            )
+            fst = os.fstat(fd)
+            if not stat.S_ISREG(fst.st_mode):
+                raise InvalidInputError(f"{arcname}: changed while it was read")
+            info.type, info.size = tarfile.REGTYPE, fst.st_size
+        elif stat.S_ISLNK(st.st_mode):
+            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dir_fd)
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+            info.type = (
+                tarfile.CHRTYPE
+                if stat.S_ISCHR(st.st_mode)
+                else tarfile.BLKTYPE
+                if stat.S_ISBLK(st.st_mode)
+                else tarfile.FIFOTYPE
+            )
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        else:
+            raise InvalidInputError(f"{arcname}: not a file, directory or symlink")
+        total = 0
+        head = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        total += len(head)
+        yield head
+        if fd >= 0:
+            left = info.size
+            while left > 0:
+                data = os.read(fd, min(CHUNK, left))
+                if not data:
+                    break
+                left -= len(data)
+                yield data
+            if left:  # it shrank: pad to what the header announced
+                yield b"\0" * left
+            total += info.size
+            pad = -info.size % tarfile.BLOCKSIZE
+            total += pad
+            yield b"\0" * pad
+        end = b"\0" * (tarfile.BLOCKSIZE * 2)
+        total += len(end)
+        yield end + b"\0" * (-total % tarfile.RECORDSIZE)
+    finally:
+        if fd >= 0:
+            os.close(fd)

@@ -5,7 +5,7 @@ create [--name N] [-v SRC:DST[:ro]] [-e K=V] [-w DIR] [-u USER] [--entrypoint E]
 mount [NAME...]                               prints the merged path (no NAME: list mounts)
 unmount|umount [-f] [-a] NAME...
 diff [--format json] NAME                     A /path, C /path, D /path
-cp SRC DST                                    either side NAME:/path
+cp SRC DST                                    either side NAME:/path; DST - = tar to stdout
 ps [-a] [-q] [--format json]
 inspect NAME...                               podman inspect's JSON
 rm [-f] NAME...
@@ -144,10 +144,20 @@ def cmd_cp(engine: Engine, args: argparse.Namespace) -> int:
 
     src_ref, src = split_cp_arg(args.src)
     dst_ref, dst = split_cp_arg(args.dst)
+    if src_ref is None and src == "-":
+        # podman extracts a tar from stdin here; unpacking an untrusted archive into a
+        # container is not done by cp (yet): refuse rather than copy a host file named "-"
+        raise InvalidInputError(
+            "cp: reading a tar archive from stdin (SRC -) is not supported; "
+            "copy a host file or directory instead"
+        )
     if (src_ref is None) == (dst_ref is None):
         raise InvalidInputError("cp: exactly one of SRC and DST must be NAME:PATH")
     ref = src_ref or dst_ref or ""
     record = _containers(engine).get(ref)
+    if dst_ref is None and dst == "-":  # podman: a tar stream of SRC on stdout
+        transfer.cp_to_tar(engine, record, src, sys.stdout.buffer)
+        return 0
     stats = transfer.cp(engine, record, src, dst, into_container=dst_ref is not None)
     for skipped in stats.skipped:
         print(f"skipped {skipped}: not a file, directory or symlink", file=sys.stderr)
@@ -207,8 +217,10 @@ def cmd_rm(engine: Engine, args: argparse.Namespace) -> int:
             containers.remove(record.id, force=args.force)
             print(record.id)
         except EngineError as err:
+            if err.code == "not_found" and args.force:
+                continue  # rm -f of what is not there is done already (podman: 0)
             print(f"Error: {err.message}", file=sys.stderr)
-            status = 1 if err.code == "not_found" else 2
+            status = max(status, 1 if err.code == "not_found" else 2)
     return status
 
 
