@@ -12,7 +12,7 @@ swaps a directory for a symlink between two steps cannot steer the second one (C
   hidden named file otherwise), are fsynced and renamed into place: an interrupted write leaves
   the old file whole (security.md C8). A write carries the version token of the content the user
   saw; if the file changed since, nothing is written (InvalidStateError).
-- Recursive deletes work below a directory descriptor (``shutil.rmtree(dir_fd=...)``), which
+- Recursive deletes work below a directory descriptor (``engine.rmtree``, iterative), which
   never follows a symlink: a link to a host directory inside the tree is removed, not entered.
 - It works in every state before removal: the storage is mounted for the duration of a call if
   nobody has it mounted (``Containers.open_rootfs``). Nothing from the container is executed.
@@ -173,9 +173,15 @@ class Files:
             "layers": self.layer_legend(record),
         }
 
-    def stat(self, record: ContainerRecord, unsafe_path: str) -> dict[str, Any]:
-        """One entry (not following a final symlink), plus where it really is."""
+    def stat(
+        self, record: ContainerRecord, unsafe_path: str, *, follow: bool = False
+    ) -> dict[str, Any]:
+        """One entry (not following a final symlink), plus where it really is. With
+        ``follow``, the entry a symlink leads to, resolved inside the container's root (a link
+        that leads out of it is resolved against the root, as the container sees it)."""
         what = show(unsafe_path)
+        if follow:
+            return self._stat_followed(record, unsafe_path, what)
         with self.containers.open_rootfs(record.id) as root, fs_errors(what):
             with root.parent(unsafe_path) as (pfd, name):
                 st = os.stat(name or ".", dir_fd=pfd, follow_symlinks=False)
@@ -188,6 +194,25 @@ class Files:
                 out["path"] = safe_text(os.path.join(where, name) if name else where)[0]
             out["token"] = version_token(st)
             return out
+
+    def _stat_followed(
+        self, record: ContainerRecord, unsafe_path: str, what: str
+    ) -> dict[str, Any]:
+        with self.containers.open_rootfs(record.id) as root, fs_errors(what):
+            fd = root.open(unsafe_path, os.O_PATH)
+            try:
+                st = os.fstat(fd)
+                where = self.rel_of(record, fd)
+            finally:
+                os.close(fd)
+            name = os.path.basename(where) if where else ""
+            out = listing.entry_dict(
+                name or "/", st, self.ids(record, root), target=None, change="", layer=""
+            )
+        if where is not None:
+            out["path"] = safe_text(where)[0]
+        out["token"] = version_token(st)
+        return out
 
     # -- reading ------------------------------------------------------------------------------
     def read(

@@ -4,7 +4,7 @@ Every verb takes ``id`` (container id, name or unique prefix) and container path
 that are resolved inside the container's root, whatever they contain.
 
     fs.list          {id, path, offset?, limit?}        -> {path, entries, total, layers}
-    fs.stat          {id, path}                         -> entry (+ token)
+    fs.stat          {id, path, follow?}                -> entry (+ token); follow: the target
     fs.read          {id, path, limit?}                 -> {text | hex, token, binary, ...}
     fs.write         {id, path, content, token?, create?} -> {token}
     fs.touch|mkdir|delete|rename|chmod
@@ -76,8 +76,9 @@ def list_(ctx: Context, args: Args) -> dict[str, Any]:
 def stat_(ctx: Context, args: Args) -> dict[str, Any]:
     record = record_of(ctx, args)
     path = _path(args)
+    follow = args.get_bool("follow")
     args.done()
-    return ctx.engine.get(Files).stat(record, path)
+    return ctx.engine.get(Files).stat(record, path, follow=follow)
 
 
 @op("fs.read")

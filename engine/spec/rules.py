@@ -33,9 +33,11 @@ Rules (the ``rule`` of each refusal; the field path says where):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from engine.config import DEFAULT_CONFIG
 from engine.securepath import clean
 from engine.spec import defaults
 from engine.spec.policy import Expected, SpecPolicy, allowed_host_path, under
@@ -65,6 +67,11 @@ _NAMESPACED_SYSCTLS = frozenset(
     }
 )  # fmt: skip
 _REQUIRED_NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
+
+
+def _config_file() -> str:
+    """The engine config file an operator edits (as engine.config.load_config finds it)."""
+    return os.environ.get("GANTRY_CONFIG") or str(DEFAULT_CONFIG)
 
 
 def _get(spec: Mapping[str, Any], *keys: str) -> Any:
@@ -239,19 +246,31 @@ class _Checker:
             return
         caps = process.get("capabilities") or {}
         allowed = self.policy.capabilities
+        # One refusal per capability, at its first place, naming every set that holds it.
+        refused: dict[str, tuple[str, list[str]]] = {}
         for kind, names in caps.items() if isinstance(caps, Mapping) else ():
             for j, cap in enumerate(names or []):
                 if cap in allowed:
                     continue
-                if cap not in defaults.ALL_CAPABILITIES:
-                    why = "is not a capability"
-                elif cap in defaults.DANGEROUS_CAPABILITIES:
-                    why = "breaks the container boundary; only an admin can allow it"
-                else:
-                    why = "is not in the allowed set (policy.spec.allow_capabilities)"
-                self.refuse(
-                    "capabilities", f"process.capabilities.{kind}[{j}]", f"{cap[:64]} {why}"
+                key = str(cap)[:64]
+                where, kinds = refused.setdefault(key, (f"process.capabilities.{kind}[{j}]", []))
+                if str(kind)[:20] not in kinds:
+                    kinds.append(str(kind)[:20])
+        for cap, (where, kinds) in refused.items():
+            sets = f" ({', '.join(kinds)})"
+            if cap not in defaults.ALL_CAPABILITIES:
+                message = f"{cap}{sets} is not a capability"
+            else:
+                why = (
+                    ": it breaks the container boundary"
+                    if cap in defaults.DANGEROUS_CAPABILITIES
+                    else ": it is not in the default set"
                 )
+                message = (
+                    f"{cap}{sets} is refused by the engine policy{why}; an operator allows it "
+                    f"in policy.spec.allow_capabilities of {_config_file()}"
+                )
+            self.refuse("capabilities", where, message)
         if process.get("noNewPrivileges") is not True and not self.policy.allow_new_privileges:
             self.refuse("no-new-privileges", "process.noNewPrivileges", "must be true")
         cwd = process.get("cwd")

@@ -1,11 +1,16 @@
 // Gantry: what every page does. One websocket (/ws/events/) carries engine heartbeats and
-// state events; the header badge says "engine offline" when heartbeats stop, and events are
-// re-dispatched as DOM events ("gantry:event", "gantry:<kind>") that htmx elements listen to.
+// state events; the header badge says "connecting…" until the first heartbeat, and when
+// heartbeats stop it asks the web server (/engine/status) who is gone: the engine, or the
+// server itself. Events are re-dispatched as DOM events ("gantry:event", "gantry:<kind>")
+// that htmx elements listen to.
 (function () {
   "use strict";
 
-  const OFFLINE_AFTER_MS = 3500;
-  let lastBeat = 0;
+  const OFFLINE_AFTER_MS = 3000;  // three missed heartbeats (the engine beats every second)
+  const PROBE_PATIENCE_MS = 800;  // a server that answers slowly is waiting for the engine
+  let lastBeat = null;   // no heartbeat seen yet: the badge stays "connecting…"
+  let openedAt = 0;
+  let probing = false;
   let socket = null;
   let retry = 500;
 
@@ -44,25 +49,65 @@
     if (!path) return;
     const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
     socket = new WebSocket(url);
-    socket.onopen = () => { retry = 500; };
+    socket.onopen = () => { retry = 500; openedAt = Date.now(); };
     socket.onmessage = (e) => {
       try { onMessage(JSON.parse(e.data)); } catch (err) { console.warn("bad event", err); }
     };
     socket.onclose = (e) => {
       socket = null;
       if (e.code === 4401) { location.href = "/login/?next=" + encodeURIComponent(location.pathname); return; }
-      badge("offline", "web disconnected", "reconnecting to the web server…");
+      if (e.code === 4000) badge("connecting", "reconnecting…", "reconnecting to the web server…");
+      else badge("offline", "web disconnected", "reconnecting to the web server…");
       setTimeout(connect, retry);
       retry = Math.min(retry * 2, 5000);
     };
   }
 
-  setInterval(() => {
-    if (!socket || socket.readyState !== WebSocket.OPEN) return;
-    if (Date.now() - lastBeat > OFFLINE_AFTER_MS) {
-      badge("offline", "engine offline", "no heartbeat from the engine worker");
+  // No heartbeat for a while (or none since the socket opened): the socket alone cannot say
+  // whether the engine stopped or this browser lost the web server, so ask the server.
+  async function probe() {
+    probing = true;
+    const url = document.getElementById("engine-status")?.dataset.statusUrl || "/engine/status";
+    let text = null;
+    let status = 0;
+    // The server asks the engine (2 s timeout) before it answers: if it has not answered by
+    // now it is there and the engine is not, which the badge says at once (within 5 s of the
+    // engine stopping); the answer corrects it if need be.
+    const slow = setTimeout(() => {
+      if (lastBeat === null || Date.now() - lastBeat > OFFLINE_AFTER_MS) {
+        badge("offline", "engine offline", "the web server gets no answer from the engine worker");
+        document.body.dataset.engine = "offline";
+      }
+    }, PROBE_PATIENCE_MS);
+    try {
+      const r = await fetch(url, { cache: "no-store", credentials: "same-origin", redirect: "manual" });
+      status = r.type === "opaqueredirect" ? 302 : r.status;
+      if (r.ok) text = await r.text();
+    } catch (err) {
+      text = null;
+    } finally {
+      clearTimeout(slow);
+      probing = false;
+    }
+    if (lastBeat !== null && Date.now() - lastBeat <= OFFLINE_AFTER_MS) return;  // a beat came meanwhile
+    if (status === 0 && text === null) {
+      badge("offline", "no contact with the server", "the browser cannot reach the web server");
+      document.body.dataset.engine = "unknown";
+    } else if (text === null) {
+      badge("offline", "web server error", `the web server answered ${status || "a redirect"}`);
+      document.body.dataset.engine = "unknown";
+    } else if (text.includes('data-state="online"')) {
+      // the engine answers but its heartbeats do not reach this socket: open a new one
+      if (socket) socket.close(4000, "no heartbeats");
+    } else {
+      badge("offline", "engine offline", "the web server gets no answer from the engine worker");
       document.body.dataset.engine = "offline";
     }
+  }
+
+  setInterval(() => {
+    if (probing || !socket || socket.readyState !== WebSocket.OPEN) return;
+    if (Date.now() - (lastBeat ?? openedAt) > OFFLINE_AFTER_MS) probe();
   }, 500);
 
   // Errors from htmx requests: the server sends one clear sentence; show it.

@@ -105,7 +105,9 @@
     state.className = "pill " + String(job.state).replace(/[^a-z]/g, "");
     role(card, "ref").textContent = job.ref || "";
     role(card, "platform").textContent = job.platform || "";
-    role(card, "step").textContent = job.step || "";
+    // once the pull ends the step only repeats the state pill ("done" twice): show it while it runs
+    const ended = job.state === "done" || job.state === "error";
+    role(card, "step").textContent = ended ? "" : job.step || "";
     const error = role(card, "error");
     error.textContent = job.error || "";
     error.hidden = !job.error;

@@ -260,6 +260,24 @@ def test_admin_may_allow_more_capabilities(volumes: Path) -> None:
     assert problems(spec, relaxed) == [("capabilities", "process.capabilities.bounding[12]")]
 
 
+def test_it_refuses_a_capability_once_naming_the_operators_setting(
+    volumes: Path, policy: SpecPolicy
+) -> None:
+    """Asked in three sets, CAP_SYS_ADMIN is one refusal, and it says what the engine policy
+    is and where an operator changes it (not "only an admin", which the admin reads too)."""
+    spec = good(volumes)
+    for kind in ("bounding", "effective", "permitted"):
+        spec["process"]["capabilities"][kind].append("CAP_SYS_ADMIN")
+    issues = [i for i in check_policy(spec, policy, EXPECTED) if i.rule == "capabilities"]
+    assert len(issues) == 1, issues
+    assert issues[0].field == "process.capabilities.bounding[11]"
+    message = issues[0].message
+    assert "admin" not in message
+    assert "(bounding, effective, permitted)" in message
+    assert "refused by the engine policy" in message
+    assert "policy.spec.allow_capabilities" in message and "engine.json" in message
+
+
 @pytest.mark.parametrize(
     "raw",
     [

@@ -169,6 +169,66 @@ async def test_view_edit_and_conflicts(alices: ContainerRecord, alice: Any, stac
     assert "00000000  7f 45 4c 46" in binary and "<textarea" not in binary
 
 
+async def test_a_symlink_opens_what_it_leads_to_inside_the_container(
+    alices: ContainerRecord, alice: Any, stack: Engine
+) -> None:
+    """A link to a file opens the file view, a link to a directory lists it; the engine
+    resolves the target inside the container's root, even one written to leave it."""
+    m = merged(stack, alices)
+    (m / "usr" / "lib").mkdir(parents=True, exist_ok=True)
+    (m / "usr" / "lib" / "os-release").write_text("NAME=inside\n")
+    (m / "etc" / "os-release").symlink_to("../usr/lib/os-release")
+    (m / "etc" / "abs-link").symlink_to("/etc/hostname")
+    (m / "etc" / "leave").symlink_to("../../../../../../../../etc/hostname")
+    (m / "etc" / "dir-link").symlink_to("/usr/lib")
+    client = await client_for(alice)
+    base = f"/containers/{alices.id}/files"
+    listing = (await client.get(f"{base}/?path=/etc")).content.decode()
+    assert f'href="{base}/?path=/etc/os-release"' in listing  # the row asks; the view decides
+
+    r = await client.get(f"{base}/?path=/etc/os-release")
+    assert r.status_code == 302 and r["Location"] == f"{base}/view?path=%2Fetc%2Fos-release"
+    page = (await client.get(r["Location"])).content.decode()
+    assert "NAME=inside" in page and "/usr/lib/os-release" in page
+    for link in ("abs-link", "leave"):  # the container's /etc/hostname, never the host's
+        r = await client.get(f"{base}/?path=/etc/{link}")
+        assert r.status_code == 302, link
+        assert "busybox" in (await client.get(r["Location"])).content.decode(), link
+    r = await client.get(f"{base}/?path=/etc/dir-link")
+    assert r.status_code == 200 and "os-release" in r.content.decode()
+    (m / "etc" / "dangling").symlink_to("/nowhere")
+    r = await client.get(f"{base}/?path=/etc/dangling")
+    assert r.status_code == 404 and "no such file or directory" in r.content.decode()
+    r = await client.get(f"{base}/?path=/dev/null")  # not a regular file: the error stands
+    assert r.status_code in (400, 404)
+
+
+async def test_saving_updates_the_size_and_a_conflict_says_it_once(
+    alices: ContainerRecord, alice: Any, stack: Engine
+) -> None:
+    m = merged(stack, alices)
+    client = await client_for(alice)
+    page = (
+        await client.get(f"/containers/{alices.id}/files/view?path=/etc/hostname")
+    ).content.decode()
+    assert '<span id="file-size">8\xa0bytes</span>' in page
+    token = page.split('name="token" value="')[1].split('"')[0]
+    save = f"/containers/{alices.id}/files/save"
+    content = "a much longer host name\n"
+    r = await client.post(save, {"path": "/etc/hostname", "content": content, "token": token},
+                          headers=HTMX)  # fmt: skip
+    html = r.content.decode()
+    assert "Saved." in html and '<span id="file-size" hx-swap-oob="true">24\xa0bytes</span>' in html
+    (m / "etc" / "hostname").write_text("changed meanwhile\n")
+    r = await client.post(save, {"path": "/etc/hostname", "content": "mine", "token": token},
+                          headers=HTMX)  # fmt: skip
+    html = r.content.decode()
+    alert = html.split('<p class="error" role="alert">')[1].split("</p>")[0]
+    assert alert.startswith("Not saved: the file changed since it was opened. Your text is")
+    assert alert.count("changed") == 1 and "nothing was saved" not in alert
+    assert "file-size" not in html
+
+
 async def test_touch_mkdir_rename_chmod_delete(
     alices: ContainerRecord, alice: Any, stack: Engine
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -117,6 +118,7 @@ async def test_pull_progress_list_detail_and_remove(
     # A reload rebuilds the card from image.pulls.
     page = (await client.get("/images/")).content.decode()
     assert f'id="pull-{job_id.group(1)}"' in page and 'src="/static/gantry/images.js"' in page
+    assert '<span class="muted pull-step" data-role="step"></span>' in page  # not "done" twice
     table = (await client.get("/images/table")).content.decode()
     assert ref in table
     image_id = job["image"].removeprefix("sha256:")
@@ -166,6 +168,58 @@ async def test_hostile_names_are_escaped(engine_worker: Engine, alice: Any) -> N
     assert image_id
     detail = (await client.get(f"/images/{image_id.group(1)}/")).content.decode()
     assert "<img src=x" not in detail and "<b>bold</b>" not in detail
+
+
+class _HxRegions(HTMLParser):
+    """For each element with hx-post: is it inside an hx-disable region (where htmx ignores
+    it)? And for each text: the same question."""
+
+    VOID = frozenset({"br", "img", "input", "meta", "link", "hr", "wbr", "source", "area"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[bool] = []
+        self.posts: dict[str, bool] = {}
+        self.texts: list[tuple[str, bool]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        disabled = (bool(self.stack) and self.stack[-1]) or "hx-disable" in a
+        if a.get("hx-post"):
+            self.posts[str(a["hx-post"])] = disabled
+        if tag not in self.VOID:
+            self.stack.append(disabled)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in self.VOID and self.stack:
+            self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        if data.strip():
+            self.texts.append((data.strip(), bool(self.stack) and self.stack[-1]))
+
+
+async def test_the_remove_button_works_while_image_text_stays_hx_disabled(
+    engine_worker: Engine, alice: Any
+) -> None:
+    """The whole page was one hx-disable region, so htmx ignored Remove (no confirm, no
+    request). Remove must lie outside it; the image's own text must stay inside one."""
+    from tests.imagetools import make_image
+
+    image = make_image(
+        engine_worker,
+        [{"/a": "1"}],
+        name="localhost/hx:<b hx-get=x>",
+        config={"Cmd": ["hx-on-cmd"], "Labels": {"hx-label": "hx-on-value"}},
+    )
+    client = await logged_in(alice)
+    image_id = image.id.removeprefix("sha256:")
+    parser = _HxRegions()
+    parser.feed((await client.get(f"/images/{image_id}/")).content.decode())
+    remove = f"/images/{image_id}/remove"
+    assert parser.posts == {remove: False}, parser.posts
+    image_text = [(t, off) for t, off in parser.texts if "hx-get=x" in t or "hx-on" in t]
+    assert image_text and all(off for _, off in image_text), parser.texts
 
 
 async def test_admins_keep_credentials(

@@ -149,6 +149,27 @@ async def test_a_broken_edit_shows_errors_and_keeps_the_draft(
     assert failed and "process.args" in failed[0].error
 
 
+async def test_check_reports_a_refused_capability_once_without_saying_not_saved(
+    engine_worker: Engine, container: ContainerRecord, admin_user_: Any
+) -> None:
+    """Check never saves, so its result does not open with "Not saved"; CAP_SYS_ADMIN asked
+    in three sets is one line that names the engine policy and the operator's setting."""
+    await owned_by(admin_user_, container)
+    client = await client_for(admin_user_)
+    await client.post(url(container, "generate"))
+    spec = json.loads(config_path(engine_worker, container).read_bytes())
+    for kind in ("bounding", "effective", "permitted"):
+        spec["process"]["capabilities"][kind].append("CAP_SYS_ADMIN")
+    r = await client.post(url(container, "check"), {"text": json.dumps(spec)}, headers=HTMX)
+    html = r.content.decode()
+    assert 'data-testid="spec-errors"' in html
+    assert "Not saved" not in html and "would be refused" in html
+    assert html.count("CAP_SYS_ADMIN") == 1 and "only an admin" not in html
+    assert "policy.spec.allow_capabilities" in html
+    saved = await client.post(url(container, "save"), {"text": json.dumps(spec)}, headers=HTMX)
+    assert "Not saved" in saved.content.decode()
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -118,6 +118,26 @@ def decorate(entries: list[dict[str, Any]], container_id: str, directory: str) -
             e["href"] = files_base + penc
 
 
+async def _open_file(user: Any, own: Any, unsafe_path: str | None, err: EngineError) -> str:
+    """A path that is no directory (a symlink to a file, /etc/os-release → ../usr/lib/...):
+    the file view's URL when the engine, resolving it inside the container, finds a regular
+    file there; "" otherwise (the listing's error stands)."""
+    if err.code == "not_found" or not unsafe_path:
+        return ""
+    try:
+        entry = await engine_client.call(
+            "fs.stat",
+            {"id": own.container_id, "path": _path(unsafe_path), "follow": True},
+            user=user,
+            node=own.node,
+        )
+    except EngineError:
+        return ""
+    if entry.get("type") != "file":
+        return ""
+    return reverse("ui-file-view", args=[own.container_id]) + "?" + urlencode({"path": unsafe_path})
+
+
 @require_GET
 async def files_tab(request: HttpRequest, container_id: str) -> HttpResponse:
     user, own, info = await container_header(request, container_id)
@@ -131,6 +151,9 @@ async def files_tab(request: HttpRequest, container_id: str) -> HttpResponse:
     try:
         ctx["listing"] = await _list(user, own, _path(request.GET.get("path")), 0)
     except EngineError as err:
+        opened = await _open_file(user, own, request.GET.get("path"), err)
+        if opened:
+            return HttpResponseRedirect(opened)
         ctx["error"] = err.message
         status = 404 if err.code == "not_found" else 400
         return render(request, "containers/files.html", ctx, status=status)
@@ -211,11 +234,15 @@ async def file_save(request: HttpRequest, container_id: str) -> HttpResponse:
         ctx.update(
             f={"text": content, "token": token or "", "editable": True},
             error=err.message,
-            conflict=isinstance(err, InvalidStateError),
+            # "changed" / "deleted" (since it was opened, or while saving); "" for others
+            conflict=(err.current or "other") if isinstance(err, InvalidStateError) else "",
         )
         status = 200 if request.headers.get("HX-Request") else (409 if ctx["conflict"] else 400)
         return render(request, "containers/file_editor.html", ctx, status=status)
-    ctx.update(f={"text": content, "token": saved["token"], "editable": True}, saved=True)
+    ctx.update(
+        f={"text": content, "token": saved["token"], "editable": True, "size": saved["size"]},
+        saved=True,
+    )
     return render(request, "containers/file_editor.html", ctx)
 
 

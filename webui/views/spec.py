@@ -255,6 +255,7 @@ async def _submit(request: HttpRequest, container_id: str, op: str) -> HttpRespo
         if errors or op == "spec.validate":
             context = await _page_context(container_id, caller, draft=text, errors=errors)
             context["checked"] = not errors
+            context["checking"] = op == "spec.validate"
             status = 400 if errors else 200
             return render(request, "containers/tab_spec.html", context, status=status)
         return redirect("ui-container-spec", container_id=container_id)
@@ -265,6 +266,7 @@ async def _submit(request: HttpRequest, container_id: str, op: str) -> HttpRespo
             "errors": errors,
             "saved": op == "spec.put" and not errors,
             "checked": op == "spec.validate" and not errors,
+            "checking": op == "spec.validate",
             "container_id": container_id,
             "running": result.get("state") in ("running", "paused"),
         },
