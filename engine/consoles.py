@@ -18,6 +18,7 @@ Session keys: ``ctr:<container id>`` and ``exec:<container id>:<exec id>``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -27,12 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from engine import atomic
-from engine.conmon import connect_attach, read_exit_file, write_ctl
+from engine.conmon import (
+    connect_attach,
+    pid_is_conmon,
+    read_exit_file,
+    read_pid_file,
+    write_ctl,
+)
 from engine.containers import Containers, publish_container_event
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError, InvalidStateError, NotFoundError
 from engine.events import Publisher
-from engine.execs import EXEC_ID_RE
+from engine.execs import EXEC_ID_RE, exec_bundles
 from engine.lifecycle import Lifecycle
 from engine.logs import read_all
 from engine.records import ACTIVE_STATES, PAUSED, RUNNING
@@ -250,6 +257,30 @@ class Consoles:
         except OSError as err:
             raise NotFoundError(f"this shell has ended ({err.strerror})") from err
 
+    def live_shells(self, container_id: str) -> list[dict[str, Any]]:
+        """The interactive exec shells still running in a container (oldest first), so a page
+        opened later can list them and attach again: {"exec", "command", "output"} where
+        output is what this engine has seen of it (empty until someone attaches after an
+        engine restart)."""
+        out = []
+        for ebundle in exec_bundles(self.containers.paths(container_id).bundle):
+            pid = read_pid_file(ebundle / "conmon.pid")
+            if not (ebundle / "attach").exists() or not pid_is_conmon(pid, container_id):
+                continue
+            process = _exec_process_spec(ebundle)
+            if not process.get("terminal"):
+                continue  # a non-interactive exec (exec_run) has no pane to attach
+            session = self.hub.find(exec_key(container_id, ebundle.name))
+            out.append(
+                {
+                    "exec": ebundle.name,
+                    "command": [str(a) for a in process.get("args") or []][:64],
+                    "started": (ebundle / "conmon.pid").stat().st_mtime,
+                    "output": session.ring.getvalue() if session is not None else b"",
+                }
+            )
+        return sorted(out, key=lambda s: s["started"])
+
     def transcripts(self, container_id: str) -> list[dict[str, Any]]:
         """What past exec shells of a container saw (newest first)."""
         folder = self.containers.paths(container_id).userdata / "execs"
@@ -260,6 +291,19 @@ class Consoles:
             except (OSError, ValueError):
                 continue
         return sorted(out, key=lambda t: t.get("ended", 0), reverse=True)
+
+
+def _exec_process_spec(ebundle: Path) -> dict[str, Any]:
+    """The process spec conmon was given for an exec session (written by the engine)."""
+    for path in ebundle.glob("exec-process-*"):
+        try:
+            with path.open("rb") as f:
+                found = json.loads(f.read(1024 * 1024))
+        except (OSError, ValueError):
+            continue
+        if isinstance(found, dict):
+            return found
+    return {}
 
 
 def _resize(bundle: Path, rows: int, cols: int) -> None:

@@ -23,13 +23,13 @@ from engine import mounts
 from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import EngineError, NotFoundError
-from engine.records import CONFIGURED, CREATED, RUNNING, ContainerRecord
+from engine.records import RUNNING, ContainerRecord
 from engine.store import ImageRecord, Store
 
 # id, what the learner reads
 CHECKS: tuple[tuple[str, str], ...] = (
     ("pulled", "The image is pulled"),
-    ("created", "The container exists and is Created"),
+    ("created", "The container is created"),
     ("test_file", "`test` exists in the container's upper dir"),
     ("config", "config.json exists"),
     ("first_exit", "The first start exited with 0"),
@@ -79,10 +79,10 @@ def _volume_source(record: ContainerRecord, destination: str) -> Path | None:
 def _exec_saw(engine: Engine, record: ContainerRecord, pattern: re.Pattern[str]) -> bool:
     from engine.consoles import Consoles
 
-    for transcript in engine.get(Consoles).transcripts(record.id):
-        if pattern.search(_ANSI.sub("", str(transcript.get("output", "")))):
-            return True
-    return False
+    consoles = engine.get(Consoles)
+    seen = [str(t.get("output", "")) for t in consoles.transcripts(record.id)]
+    seen += [s["output"].decode(errors="replace") for s in consoles.live_shells(record.id)]
+    return any(pattern.search(_ANSI.sub("", text)) for text in seen)
 
 
 def check(engine: Engine, image_ref: str, container_id: str = "") -> dict[str, Any]:
@@ -97,7 +97,7 @@ def check(engine: Engine, image_ref: str, container_id: str = "") -> dict[str, A
     if record is not None:
         paths = containers.paths(record.id)
         facts |= {"state": record.state, "name": record.name, "exit_code": record.exit_code}
-        result["created"] = record.state in (CREATED, CONFIGURED)
+        result["created"] = True  # it exists: it was created (whatever it did since)
         result["test_file"] = (paths.upper / "test").is_file()
         result["config"] = paths.config.is_file()
         result["first_exit"] = record.state == "exited" and record.exit_code == 0

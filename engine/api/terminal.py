@@ -117,3 +117,16 @@ def exec_transcripts(ctx: Context, args: Args) -> list[dict[str, Any]]:
     consoles = _consoles(ctx)
     record = consoles.containers.get(container)
     return list(consoles.transcripts(record.id))
+
+
+@op("exec.list")
+def exec_list(ctx: Context, args: Args) -> list[dict[str, Any]]:
+    """The interactive shells still running in a container, to attach to again."""
+    container = args.get_str("container", required=True, max_len=128)
+    args.done()
+    consoles = _consoles(ctx)
+    record = consoles.containers.get(container)
+    return [
+        {"exec": s["exec"], "command": s["command"], "started": s["started"]}
+        for s in consoles.live_shells(record.id)
+    ]

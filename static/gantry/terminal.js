@@ -66,19 +66,18 @@
     panes.set(key, pane);
     tab.addEventListener("click", () => select(key));
 
-    // Copy and paste as terminals do: Ctrl+Shift+C copies the selection, Ctrl+Shift+V (and
-    // the browser's own paste) pastes; plain Ctrl+C stays ^C for the program.
+    // Copy and paste as terminals do: Ctrl+Shift+C copies the selection (and does not open the
+    // browser's inspector); Ctrl+Shift+V is left to the browser, whose paste event xterm.js
+    // turns into input once (reading the clipboard here as well pasted twice). Plain Ctrl+C
+    // stays ^C for the program.
     term.attachCustomKeyEventHandler((e) => {
       if (e.type !== "keydown" || !e.ctrlKey || !e.shiftKey) return true;
       if (e.code === "KeyC") {
+        e.preventDefault();
         if (term.hasSelection()) navigator.clipboard?.writeText(term.getSelection());
         return false;
       }
-      if (e.code === "KeyV") {
-        navigator.clipboard?.readText().then((text) => { if (text) term.paste(text); });
-        return false;
-      }
-      return true;
+      return e.code !== "KeyV";
     });
     const encoder = new TextEncoder();
     term.onData((d) => send(pane, encoder.encode(d)));

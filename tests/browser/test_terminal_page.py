@@ -77,4 +77,50 @@ def test_the_console_pane(stack: Stack, browser: Any, shots: Any) -> None:
     )
     expect(pane.locator(".xterm-rows")).to_contain_text("got:[]", timeout=10_000)
     shots(page, "console")
+
+    # Ctrl+Shift+V pastes the clipboard once; Ctrl+Shift+C copies the selection.
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.url)
+    page.evaluate("navigator.clipboard.writeText('echo paste-$((40+2))')")
+    page.keyboard.type("clear\n")
+    page.wait_for_timeout(500)  # ash drops what comes with its cursor report (a person waits)
+    page.keyboard.press("Control+Shift+V")
+    page.keyboard.press("Enter")
+    # (the rows' text content runs together: the command line, then its output)
+    expect(pane.locator(".xterm-rows")).to_contain_text("# echo paste-$((40+2))paste-42")
+    page.locator(".term-pane:not([hidden]) .xterm-screen").dblclick()  # selects a word
+    page.keyboard.press("Control+Shift+C")
+    assert page.evaluate("navigator.clipboard.readText()") != "echo paste-$((40+2))"
     context.close()
+
+
+def test_a_shell_outlives_its_page_and_gets_its_pane_back(stack: Stack, browser: Any) -> None:
+    """A New shell keeps running when the page goes (as `podman exec` sessions do): the
+    Terminal tab opened again lists it and attaches, with what it printed replayed."""
+    session = stack.login()
+    r = session.post(
+        f"{stack.url}/containers/new",
+        data={"image": "localhost/busybox:latest", "name": "shells", "command": "sleep 300"},
+        allow_redirects=False,
+        timeout=30,
+    )
+    cid = r.headers["Location"].rstrip("/").split("/")[-1]
+    assert session.post(f"{stack.url}/containers/{cid}/run/start", timeout=30).status_code < 400
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    context.add_cookies(
+        [{"name": "sessionid", "value": session.cookies["sessionid"], "url": stack.url}]
+    )
+    page = context.new_page()
+    page.goto(f"{stack.url}/containers/{cid}/terminal/")
+    page.get_by_role("button", name="New shell").dblclick()  # one shell, not two
+    pane = page.locator(".term-pane:not([hidden])")
+    expect(pane.locator(".term-status")).to_have_text("attached")
+    page.wait_for_timeout(500)
+    page.keyboard.type("echo kept-$((6*7))\n")
+    expect(pane.locator(".xterm-rows")).to_contain_text("kept-42")
+    page.reload()
+    tabs = page.locator(".term-tabs [role=tab]")
+    expect(tabs).to_have_count(1)
+    expect(page.locator(".term-pane:not([hidden]) .term-status")).to_have_text("attached")
+    expect(page.locator(".term-pane:not([hidden]) .xterm-rows")).to_contain_text("kept-42")
+    context.close()
+    assert session.post(f"{stack.url}/containers/{cid}/remove", data={"force": "1"}).ok

@@ -61,7 +61,7 @@ def test_every_milestone_turns_true_as_the_lab_is_done(live: Engine, tmp_path: P
     assert "test_file" in true_checks(live, record.id)
     live.get(Lifecycle).start("lab")
     wait_for(lambda: "first_exit" in true_checks(live, record.id))
-    assert {"config", "test_file"} <= true_checks(live, record.id)
+    assert {"created", "config", "test_file"} <= true_checks(live, record.id)  # still created
     (mnt / "on").touch()
     assert "mnt_on" in true_checks(live, record.id)
     live.get(Lifecycle).start("lab")
@@ -69,8 +69,12 @@ def test_every_milestone_turns_true_as_the_lab_is_done(live: Engine, tmp_path: P
     screens = Screens(live)
     shell = live.get(Consoles).create_exec("lab", [], screens)
     live.get(Consoles).attach("lab", "v!1", screens, exec_id=shell["exec"])
-    live.get(TerminalHub).get(shell["session"]).send_input(b"ls /\nexit\n")
+    live.get(TerminalHub).get(shell["session"]).send_input(b"ls /\n")
+    # seen while the shell is still open (its transcript is kept only when it ends)
     wait_for(lambda: "exec_saw_test" in true_checks(live, record.id))
+    assert [s["exec"] for s in live.get(Consoles).live_shells(record.id)] == [shell["exec"]]
+    live.get(TerminalHub).get(shell["session"]).send_input(b"exit\n")
+    wait_for(lambda: not live.get(Consoles).live_shells(record.id))
     live.get(Lifecycle).kill("lab")
     live.get(Containers).unmount_all(record.id)
     live.get(Containers).remove(record.id)

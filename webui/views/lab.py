@@ -39,31 +39,31 @@ HOWTO: dict[str, tuple[str, str]] = {
         "podman pull --tls-verify=false {image}",
     ),
     "created": (
-        "Containers → New container from the lab image, with the volume /mnt:/mnt.",
-        "podman create -v /mnt:/mnt:Z --name on-off {image}",
+        "Containers → Create container from the lab image, with the volume /mnt:/mnt.",
+        "podman create -v /mnt:/mnt:Z --name {name} {image}",
     ),
     "test_file": (
         "Files tab → New file “test” (the overlay is mounted for you).",
-        "touch $(podman mount on-off)/test",
+        "touch $(podman mount {name})/test",
     ),
     "config": (
         "Spec tab → Generate config.json (or just start: the first start writes it).",
-        "podman init on-off",
+        "podman init {name}",
     ),
     "first_exit": (
         "Run tab → Start. /mnt/on does not exist, so the image exits at once: Exited (0).",
-        "podman start on-off",
+        "podman start {name}",
     ),
     "mnt_on": (
         "Create /mnt/on on the host (button below, or `touch` on the host).",
         "touch /mnt/on",
     ),
-    "top_running": ("Run tab → Start again. Now it runs top: Up.", "podman start on-off"),
+    "top_running": ("Run tab → Start again. Now it runs top: Up.", "podman start {name}"),
     "exec_saw_test": (
-        "Terminal tab → New shell, type `ls`: `test` is there.",
-        "podman exec -it on-off bash   # then: ls",
+        "Terminal tab → New shell, type `ls /`: `test` is there.",
+        "podman exec -it {name} bash   # then: ls",
     ),
-    "gone": ("Run tab → Kill, then Remove.", "podman kill on-off; podman rm on-off"),
+    "gone": ("Run tab → Kill, then Remove.", "podman kill {name}; podman rm {name}"),
 }
 
 
@@ -159,7 +159,7 @@ async def lab_checks(request: HttpRequest) -> HttpResponse:
                 "next": is_next,
                 "at": run.reached.get(key, ""),
                 "how": how,
-                "podman": podman.format(image=run.image),
+                "podman": podman.format(image=run.image, name=run.container_name or "on-off"),
             }
         )
     response = render(

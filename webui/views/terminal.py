@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -18,6 +19,7 @@ from django.urls import URLPattern, URLResolver, path
 from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError
+from webui import engine_client
 from webui.views.common import engine_action
 from webui.views.containers import container_header
 
@@ -28,6 +30,19 @@ MAX_COMMAND = 4096
 async def terminal_tab(request: HttpRequest, container_id: str) -> HttpResponse:
     user, own, info = await container_header(request, container_id)
     state = info.get("State", {}).get("Status", "")
+    running = state in ("running", "paused")
+    shells: list[dict[str, Any]] = []
+    if running:  # shells opened earlier (another tab, before a reload) get their panes back
+        try:
+            found = await engine_client.call(
+                "exec.list", {"container": container_id}, user=user, node=own.node, timeout=5
+            )
+        except EngineError:
+            found = []
+        shells = [
+            {"exec": s["exec"], "label": " ".join(s.get("command") or [])[:40] or "shell"}
+            for s in found
+        ]
     return render(
         request,
         "containers/tab_terminal.html",
@@ -37,7 +52,8 @@ async def terminal_tab(request: HttpRequest, container_id: str) -> HttpResponse:
             "c": info,
             "container_id": container_id,
             "own": own,
-            "running": state in ("running", "paused"),
+            "running": running,
+            "shells": shells,
             "tty": bool(info.get("Config", {}).get("Tty")),
         },
     )
