@@ -61,20 +61,33 @@ class LogChunk:
     data: bytes
     cursor: LogCursor
     truncated: bool = False  # the file was cut by --log-size-max since the cursor (or skipped)
+    # data again, cut where the stream changes: (b"stdout" | b"stderr", bytes), in order
+    segments: tuple[tuple[bytes, bytes], ...] = ()
 
 
-def render(lines: list[LogLine], *, timestamps: bool, line_start: bool) -> tuple[bytes, bool]:
-    """The output bytes of lines; with timestamps each logical line starts with its first
-    chunk's time (as ``podman logs -t``). Returns (bytes, line_start after them)."""
-    out = bytearray()
+def render_segments(
+    lines: list[LogLine], *, timestamps: bool, line_start: bool
+) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """The output of lines as (stream, bytes) runs; with timestamps each logical line starts
+    with its first chunk's time (as ``podman logs -t``). Returns (runs, line_start after)."""
+    runs: list[tuple[bytes, bytearray]] = []
     for line in lines:
+        if not runs or runs[-1][0] != line.stream:
+            runs.append((line.stream, bytearray()))
+        out = runs[-1][1]
         if timestamps and line_start:
             out += line.time + b" "
         out += line.content
         if not line.partial:
             out += b"\n"
         line_start = not line.partial
-    return bytes(out), line_start
+    return [(stream, bytes(data)) for stream, data in runs], line_start
+
+
+def render(lines: list[LogLine], *, timestamps: bool, line_start: bool) -> tuple[bytes, bool]:
+    """The output bytes of lines, both streams as they came (see render_segments)."""
+    runs, line_start = render_segments(lines, timestamps=timestamps, line_start=line_start)
+    return b"".join(data for _, data in runs), line_start
 
 
 def read_log(
@@ -112,8 +125,13 @@ def read_log(
     # split on \n only: a tty's \r (line ends, redraws) is content, which splitlines() would cut
     raws = complete.split(b"\n")[:-1]
     lines = [line for raw in raws if (line := parse_line(raw)) is not None]
-    out, line_start = render(lines, timestamps=timestamps, line_start=line_start)
-    return LogChunk(out, LogCursor(st.st_ino, offset + len(complete), line_start), truncated)
+    runs, line_start = render_segments(lines, timestamps=timestamps, line_start=line_start)
+    return LogChunk(
+        b"".join(data for _, data in runs),
+        LogCursor(st.st_ino, offset + len(complete), line_start),
+        truncated,
+        tuple(runs),
+    )
 
 
 def read_all(path: Path, *, timestamps: bool = False, tail_bytes: int | None = None) -> bytes:

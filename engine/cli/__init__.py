@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(engine, args)
     except EngineError as err:
         print(f"Error: {err.message}", file=sys.stderr)
-        return 125 if err.code in ("internal", "runtime") else 1
+        return 125  # podman's "the error is with the engine itself"; verbs say more
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from engine.cli.output import add_format, print_json, print_table
 from engine.core import Engine
-from engine.errors import InvalidInputError
+from engine.errors import EngineError, InvalidInputError
 
 if TYPE_CHECKING:
     from engine.images import Images
@@ -209,14 +209,21 @@ def _ago(seconds: float) -> str:
 
 
 def cmd_rmi(engine: Engine, args: argparse.Namespace) -> int:
+    """podman's statuses: 1 when an image is not known, 2 when one is in use."""
     images = _images(engine)
+    status = 0
     for image in args.images:
-        result = images.remove(image, force=args.force)
+        try:
+            result = images.remove(image, force=args.force)
+        except EngineError as err:
+            print(f"Error: {err.message}", file=sys.stderr)
+            status = max(status, 1 if err.code == "not_found" else 2)
+            continue
         for name in result["untagged"]:
             print(f"Untagged: {name}")
         for image_id in result["deleted"]:
             print(f"Deleted: {image_id.removeprefix('sha256:')}")
-    return 0
+    return status
 
 
 def cmd_load(engine: Engine, args: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ def _each(engine: Engine, names: list[str], verb: Any) -> int:
             verb(name)
         except EngineError as err:
             print(f"Error: {err.message}", file=sys.stderr)
-            status = 125 if err.code in ("internal", "runtime") else 1
+            status = 125  # podman: 125 for start, stop, kill... of what cannot be done
             continue
         print(name)
     return status
@@ -71,20 +71,24 @@ def cmd_restart(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
     """The container's output; with -f, keep printing what it writes until it stops."""
     from engine.containers import Containers
-    from engine.logs import LogCursor, read_log
+    from engine.logs import LogChunk, LogCursor, read_log
     from engine.records import ACTIVE_STATES
 
     lifecycle = _lifecycle(engine)
     record = lifecycle.get_synced(args.name)
     path = engine.get(Containers).paths(record.id).userdata / "ctr.log"
-    out = sys.stdout.buffer
     cursor: LogCursor | None = None
     last_check = 0.0
+
+    def write(chunk: LogChunk) -> None:  # the container's stderr to ours, as podman logs
+        for stream, data in chunk.segments:
+            out = sys.stderr.buffer if stream == b"stderr" else sys.stdout.buffer
+            out.write(data)
+            out.flush()
+
     while True:
         chunk = read_log(path, cursor, timestamps=args.timestamps)
-        if chunk.data:
-            out.write(chunk.data)
-            out.flush()
+        write(chunk)
         moved = cursor is None or chunk.cursor != cursor
         cursor = chunk.cursor
         if moved and chunk.data:
@@ -94,9 +98,7 @@ def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
         if time.monotonic() - last_check > 0.5:
             last_check = time.monotonic()
             if lifecycle.get_synced(record.id).state not in ACTIVE_STATES:
-                final = read_log(path, cursor, timestamps=args.timestamps)
-                out.write(final.data)
-                out.flush()
+                write(read_log(path, cursor, timestamps=args.timestamps))
                 return 0
         time.sleep(FOLLOW_INTERVAL)
 

@@ -38,7 +38,7 @@ def cmd_init(engine: Engine, args: argparse.Namespace) -> int:
             print(service.generate(name)["path"])
         except EngineError as err:
             print(f"Error: {err.message}", file=sys.stderr)
-            status = 125 if err.code in ("internal", "runtime") else 1
+            status = 125
     return status
 
 

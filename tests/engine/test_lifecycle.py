@@ -473,3 +473,18 @@ def test_an_exec_cannot_start_in_proc_however_it_is_spelled(tmp_path: Path, work
     with pytest.raises(InvalidInputError, match="not under /proc"):
         exec_process(config, ["sh"], [], workdir)
     assert exec_process(config, ["sh"], [], "/tmp/../etc//")["cwd"] == "/etc"
+
+
+def test_a_read_only_volume_is_pinned_and_stays_read_only(live: Engine, tmp_path: Path) -> None:
+    vols = tmp_path / "volumes" / "ro"
+    vols.mkdir(parents=True)
+    (vols / "f").write_text("seen\n")
+    command = ["sh", "-c", "cat /x/f; touch /x/new"]
+    record = create(live, command, volumes=[Volume(str(vols), "/x", read_only=True)])
+    lifecycle(live).start(record.id)
+    wait_state(live, record.id, "exited")
+    assert b"seen" in log_of(live, record.id) and b"Read-only file system" in log_of(
+        live, record.id
+    )
+    assert live.get(Containers).get(record.id).exit_code == 1
+    assert not (vols / "new").exists()

@@ -88,10 +88,11 @@ def test_logs_follow_until_the_container_ends(
     monkeypatch.setenv("GANTRY_CONFIG", str(tmp_path / "none.json"))
     engine.ensure_root()
     busybox_image(engine)
-    create(engine, ["sh", "-c", "echo a; sleep 0.8; echo b; exit 2"], name="f")
+    create(engine, ["sh", "-c", "echo a; echo oops >&2; sleep 0.8; echo b; exit 2"], name="f")
     assert cli(engine, capsys, "start", "f")[0] == 0
     started = time.monotonic()
-    assert cli(engine, capsys, "logs", "-f", "f")[:2] == (0, "a\nb\n")
+    # the container's stderr goes to ours, as with podman logs
+    assert cli(engine, capsys, "logs", "-f", "f") == (0, "a\nb\n", "oops\n")
     assert 0.3 < time.monotonic() - started < 10
     assert ps(engine, capsys)["f"]["ExitCode"] == 2
     assert cli(engine, capsys, "rm", "f")[0] == 0

@@ -326,4 +326,4 @@ def test_the_cli_init_prints_the_path_and_validate_checks_hand_edits(
     assert '+    "cwd": "/proc/self/fd/7",' in shown.stdout
     assert run_cli(engine, "spec", "reset", "cli1").returncode == 0
     assert json.loads(path.read_text())["process"]["cwd"] == "/srv"
-    assert run_cli(engine, "init", "nosuch").returncode == 1
+    assert run_cli(engine, "init", "nosuch").returncode == 125  # as podman init
