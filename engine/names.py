@@ -93,4 +93,35 @@ def find_image(store: Store, unsafe_ref: str) -> tuple[ImageRecord, str]:
             continue
         name = candidate if candidate in image.names else (image.names or [image.id])[0]
         return image, name
+    found = _by_short_name(store, unsafe_ref)
+    if found is not None:
+        return found
     raise ImageNotFoundError(f"image {unsafe_ref[:200]}: not known (pull it first)") from last
+
+
+def _by_short_name(store: Store, unsafe_ref: str) -> tuple[ImageRecord, str] | None:
+    """A short name (no registry) matched against local images' last path components, as
+    podman does: ``busybox`` finds 127.0.0.1:5000/gantry/busybox:latest when that is the only
+    local busybox; two different images of that name are an error, not a guess."""
+    first = unsafe_ref.split("/", 1)[0]
+    has_domain = "/" in unsafe_ref and ("." in first or ":" in first or first == "localhost")
+    if "@" in unsafe_ref or has_domain:
+        return None
+    head, _, last = unsafe_ref.rpartition("/")
+    name, _, tag = last.partition(":")
+    repo = f"{head}/{name}" if head else name
+    if not name:
+        return None
+    suffix = "/" + repo + ":" + (tag or "latest")
+    matches: dict[str, tuple[ImageRecord, str]] = {}
+    for image in store.list_images():
+        for known in image.names:
+            if known.endswith(suffix):
+                matches.setdefault(image.id, (image, known))
+    if len(matches) > 1:
+        names = ", ".join(sorted(known for _, known in matches.values()))
+        raise InvalidInputError(
+            f"image {unsafe_ref[:200]}: the short name matches several images ({names[:400]}): "
+            "give the full name"
+        )
+    return next(iter(matches.values()), None)

@@ -41,7 +41,7 @@ from engine.records import (
 from engine.store import GcResult, ImageRecord, Store
 from engine.volumes import parse_volume
 from tests.engine.storagetools import containers, ctr, files, image, needs_overlay, victim
-from tests.imagetools import make_image
+from tests.imagetools import busybox_image, make_image
 
 __all__ = ["containers", "ctr", "files", "image", "victim"]
 
@@ -102,6 +102,26 @@ def test_it_takes_the_image_defaults_and_the_overrides(
 def test_it_finds_images_by_short_name(containers: Containers, image: ImageRecord) -> None:
     assert containers.create(CreateOptions(), "busybox").image_id == image.id
     assert containers.create(CreateOptions(), image.id[7:19]).image_id == image.id
+
+
+def test_a_short_name_finds_an_image_of_any_registry_once(
+    containers: Containers, engine: Engine
+) -> None:
+    """podman create on-off finds 127.0.0.1:5000/gantry/on-off:latest, the only local one;
+    with two different images of that name it asks for the full name rather than guess."""
+    from tests.imagetools import File
+
+    demo = busybox_image(engine, name="127.0.0.1:5000/gantry/on-off:latest")
+    assert containers.create(CreateOptions(), "on-off").image_id == demo.id
+    assert containers.create(CreateOptions(), "gantry/on-off:latest").image_id == demo.id
+    other = busybox_image(
+        engine, name="quay.io/x/on-off:latest", extra_layers=[{"/other": File(b"2")}]
+    )
+    assert other.id != demo.id
+    with pytest.raises(InvalidInputError, match="matches several images"):
+        containers.create(CreateOptions(), "on-off")
+    with pytest.raises(ImageNotFoundError):
+        containers.create(CreateOptions(), "on-off:2")
 
 
 def test_it_refuses_an_unknown_image_and_leaves_nothing(
