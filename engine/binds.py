@@ -55,23 +55,44 @@ def _roots(allowlist: Iterable[Path]) -> list[str]:
     return out
 
 
-def _open_beneath(root: str, source: str) -> int:
+def _root_of(roots: list[str], source: str) -> str | None:
+    return next((r for r in roots if source == r or source.startswith(r.rstrip("/") + "/")), None)
+
+
+def _open_beneath(root: str, source: str, field: str) -> int:
     rel = source[len(root) :].lstrip("/") or "."
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = securepath.openat2(root_fd, rel, os.O_PATH, resolve=PIN_RESOLVE)
+        return securepath.openat2(root_fd, rel, os.O_PATH, resolve=PIN_RESOLVE)
     except FileNotFoundError as err:
         raise NotFoundError(f"volume source {source}: no such file or directory") from err
     except OSError as err:
         if err.errno in (errno.ELOOP, errno.EXDEV):
             raise PolicyError(
-                f"volume source {source}: a symlink is now in its path (refused at start)",
+                f"volume source {source}: a symlink is now in its path (refused)",
                 rule="bind-source",
-                field="mounts",
+                field=field,
             ) from err
         raise
     finally:
         os.close(root_fd)
+
+
+def open_volume_source(allowlist: Iterable[Path], source: str, field: str = "volumes") -> int:
+    """An O_PATH descriptor of a volume's host source, opened from its allowlisted directory
+    with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): a symlink swapped into the recorded
+    path is refused, never followed. For whoever acts on a volume later (start, cp)."""
+    root = _root_of(_roots(allowlist), source)
+    if root is None:
+        raise PolicyError(
+            f"volume source {source}: no longer under an allowed directory",
+            rule="volume-allowlist",
+            field=field,
+        )
+    return _open_beneath(root, source, field)
+
+
+def _mountable(fd: int, source: str) -> int:
     kind = stat.S_IFMT(os.fstat(fd).st_mode)
     if kind not in (stat.S_IFDIR, stat.S_IFREG):
         os.close(fd)
@@ -123,10 +144,10 @@ def pinned(
             if not _is_bind(mount):
                 continue
             source = str(mount.get("source", ""))
-            root = next((r for r in roots if source == r or source.startswith(r + "/")), None)
+            root = _root_of(roots, source)
             if root is None:
                 continue  # the engine's own binds; the policy already refused any other
-            fd = _open_beneath(root, source)
+            fd = _mountable(_open_beneath(root, source, "mounts"), source)
             try:
                 if not staged:
                     staging.mkdir(mode=0o700, parents=True)

@@ -6,16 +6,16 @@ file; owner, mode and mtime are kept. Nothing is decompressed or run here.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from engine import securepath
+from engine.binds import open_volume_source
 from engine.errors import InvalidInputError, InvalidStateError, NotFoundError, PolicyError
 from engine.fs import TempFile
 from engine.volumes import Volume
@@ -185,44 +185,6 @@ class HostSide:
 
     def is_mount(self, path: str) -> bool:
         return False
-
-
-_PIN_RESOLVE = securepath.RESOLVE_BENEATH | securepath.RESOLVE_NO_SYMLINKS
-
-
-def open_volume_source(allowlist: Iterable[Path], source: str) -> int:
-    """An O_PATH descriptor of a volume's host source, opened from its allowlisted directory
-    with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), as engine.binds pins it at start: a
-    symlink swapped into the recorded path is refused, never followed."""
-    for entry in allowlist:
-        try:
-            base = os.path.realpath(entry, strict=True)
-        except OSError:
-            continue
-        if source != base and not source.startswith(base.rstrip("/") + "/"):
-            continue
-        base_fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            return securepath.openat2(
-                base_fd, source[len(base) :].lstrip("/") or ".", os.O_PATH, resolve=_PIN_RESOLVE
-            )
-        except FileNotFoundError as err:
-            raise NotFoundError(f"volume source {source}: no such file or directory") from err
-        except OSError as err:
-            if err.errno in (errno.ELOOP, errno.EXDEV):
-                raise PolicyError(
-                    f"volume source {source}: a symlink is now in its path (refused)",
-                    rule="bind-source",
-                    field="volumes",
-                ) from err
-            raise
-        finally:
-            os.close(base_fd)
-    raise PolicyError(
-        f"volume source {source}: no longer under an allowed directory",
-        rule="volume-allowlist",
-        field="volumes",
-    )
 
 
 class _Mounted:

@@ -35,6 +35,23 @@ class _Buffer:
             yield out
 
 
+_SPECIAL = {
+    stat.S_IFCHR: tarfile.CHRTYPE,
+    stat.S_IFBLK: tarfile.BLKTYPE,
+    stat.S_IFIFO: tarfile.FIFOTYPE,
+}
+
+
+def set_special(info: tarfile.TarInfo, st: os.stat_result) -> bool:
+    """Make info a device or fifo entry if st is one (True), else leave it (False)."""
+    kind = _SPECIAL.get(stat.S_IFMT(st.st_mode))
+    if kind is None:
+        return False
+    info.type = kind
+    info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    return True
+
+
 def _tarinfo(arcname: str, st: os.stat_result, ids: Ids) -> tarfile.TarInfo:
     info = tarfile.TarInfo(arcname)
     info.mode = stat.S_IMODE(st.st_mode)
@@ -98,15 +115,7 @@ def tar_stream(dir_fd: int, top: str, ids: Ids, chunk: int) -> Iterator[bytes]:
                 except OSError:
                     continue
                 yield from buf.add(header(info))
-            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISFIFO(st.st_mode):
-                info.type = (
-                    tarfile.CHRTYPE
-                    if stat.S_ISCHR(st.st_mode)
-                    else tarfile.BLKTYPE
-                    if stat.S_ISBLK(st.st_mode)
-                    else tarfile.FIFOTYPE
-                )
-                info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            elif set_special(info, st):
                 yield from buf.add(header(info))
         yield from buf.add(b"\0" * (tarfile.BLOCKSIZE * 2))
         pad = -buf.total % tarfile.RECORDSIZE

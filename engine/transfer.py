@@ -28,7 +28,7 @@ from engine.containers import ContainerRecord, Containers
 from engine.core import Engine
 from engine.cptree import ContainerSide, CopyStats, HostSide, Side, copy_between
 from engine.cptree import copy_entry as copy_entry  # engine.fs imports it from here
-from engine.dirtar import tar_stream
+from engine.dirtar import set_special, tar_stream
 from engine.errors import InvalidInputError, InvalidStateError, NotFoundError, PolicyError
 from engine.fs import Files, Ids, TempFile, WriteTarget, fs_errors, show, version_token
 
@@ -316,15 +316,8 @@ def _entry_tar(
             info.type, info.size = tarfile.REGTYPE, fst.st_size
         elif stat.S_ISLNK(st.st_mode):
             info.type, info.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dir_fd)
-        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISFIFO(st.st_mode):
-            info.type = (
-                tarfile.CHRTYPE
-                if stat.S_ISCHR(st.st_mode)
-                else tarfile.BLKTYPE
-                if stat.S_ISBLK(st.st_mode)
-                else tarfile.FIFOTYPE
-            )
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        elif set_special(info, st):
+            pass
         else:
             raise InvalidInputError(f"{arcname}: not a file, directory or symlink")
         total = 0

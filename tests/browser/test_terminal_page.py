@@ -38,11 +38,13 @@ def screen_text(page: Page) -> str:
     return page.locator(".term-pane:not([hidden]) .xterm-rows").inner_text()
 
 
-def test_the_console_pane(stack: Stack, browser: Any, shots: Any) -> None:
+def started(stack: Stack, browser: Any, **form: str) -> tuple[Any, str, Any]:
+    """A busybox container created and started over HTTP (form: name, command, tty), and a
+    browser context logged in as the same admin: (session, container id, context)."""
     session = stack.login()
     r = session.post(
         f"{stack.url}/containers/new",
-        data={"image": "localhost/busybox:latest", "name": "console", "command": "sh", "tty": "on"},
+        data={"image": "localhost/busybox:latest", **form},
         allow_redirects=False,
         timeout=30,
     )
@@ -52,6 +54,11 @@ def test_the_console_pane(stack: Stack, browser: Any, shots: Any) -> None:
     context.add_cookies(
         [{"name": "sessionid", "value": session.cookies["sessionid"], "url": stack.url}]
     )
+    return session, cid, context
+
+
+def test_the_console_pane(stack: Stack, browser: Any, shots: Any) -> None:
+    _, cid, context = started(stack, browser, name="console", command="sh", tty="on")
     page = context.new_page()
     page.goto(f"{stack.url}/containers/{cid}/terminal/")
     pane = page.locator(".term-pane:not([hidden])")
@@ -96,19 +103,7 @@ def test_the_console_pane(stack: Stack, browser: Any, shots: Any) -> None:
 def test_a_shell_outlives_its_page_and_gets_its_pane_back(stack: Stack, browser: Any) -> None:
     """A New shell keeps running when the page goes (as `podman exec` sessions do): the
     Terminal tab opened again lists it and attaches, with what it printed replayed."""
-    session = stack.login()
-    r = session.post(
-        f"{stack.url}/containers/new",
-        data={"image": "localhost/busybox:latest", "name": "shells", "command": "sleep 300"},
-        allow_redirects=False,
-        timeout=30,
-    )
-    cid = r.headers["Location"].rstrip("/").split("/")[-1]
-    assert session.post(f"{stack.url}/containers/{cid}/run/start", timeout=30).status_code < 400
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
-    context.add_cookies(
-        [{"name": "sessionid", "value": session.cookies["sessionid"], "url": stack.url}]
-    )
+    session, cid, context = started(stack, browser, name="shells", command="sleep 300")
     page = context.new_page()
     page.goto(f"{stack.url}/containers/{cid}/terminal/")
     page.get_by_role("button", name="New shell").dblclick()  # one shell, not two
