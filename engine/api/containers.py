@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from engine import diff, mounts, rootfs
+from engine import diff, mounts, rootfs, securepath
 from engine.containers import Containers, publish_container_event
 from engine.errors import InvalidInputError, NotFoundError
 from engine.podjson import ps_json
@@ -104,13 +104,41 @@ def unmount(ctx: Context, args: Args) -> dict[str, Any]:
     return {"mount_count": after.mount_count, "mounted": containers.is_mounted(record.id)}
 
 
+# Where the engine bind-mounts its own files: runc leaves an empty file in the upper dir as
+# the mount point, which the container never wrote. podman diff does not list them either.
+ENGINE_MOUNT_POINTS = ("/etc/hostname", "/etc/hosts")
+_NO_LINKS_IN_ROOT = securepath.IN_ROOT | securepath.RESOLVE_NO_SYMLINKS
+
+
 def changes(ctx: Context, record: ContainerRecord) -> list[diff.Change]:
     containers = ctx.engine.get(Containers)
-    layers: list[tuple[str, Path]] = [(diff.UPPER, containers.paths(record.id).upper)]
+    upper = containers.paths(record.id).upper
+    layers: list[tuple[str, Path]] = [(diff.UPPER, upper)]
     lowers = containers.lower_dirs(record)
     layers += [(str(i), p) for i, p in reversed(list(enumerate(lowers)))]
     with diff.LayerView(layers) as view:
-        return diff.changes(view)
+        found = diff.changes(view)
+    return [c for c in found if not _engine_stub(upper, c)]
+
+
+def _engine_stub(upper: Path, change: diff.Change) -> bool:
+    if change.kind != "A" or change.path not in ENGINE_MOUNT_POINTS:
+        return False
+    try:  # inside the upper dir, no symlink followed (the container shaped that tree)
+        root = os.open(upper, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = securepath.openat2(
+                root, change.path.lstrip("/"), os.O_PATH, resolve=_NO_LINKS_IN_ROOT
+            )
+        finally:
+            os.close(root)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
 
 
 @op("container.diff")

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from engine.cli.output import add_format, print_json, print_table
+from engine.cli.output import add_format, host_env, print_json, print_table
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError
 
@@ -63,7 +63,7 @@ def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
     options = CreateOptions(
         command=list(args.command),
         entrypoint=parse_entrypoint(args.entrypoint),
-        env=list(args.env),
+        env=host_env(args.env),
         workdir=args.workdir or "",
         user=args.user or "",
         tty=args.tty,

@@ -97,6 +97,15 @@ def human(size: float) -> str:
     return f"{size:.1f}GiB"
 
 
+def human_si(size: float) -> str:
+    """podman's SIZE column (go-units HumanSize): decimal units, three significant digits."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.3g} {unit}"
+        size /= 1000
+    return f"{size:.3g} TB"
+
+
 class TerminalProgress:
     """podman's pull output: one line per blob, redrawn in place on a terminal; on a pipe,
     one line per blob when it is done."""
@@ -188,7 +197,7 @@ def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
         entry = list_entry(record)
         image_id = entry["Id"] if args.no_trunc else entry["Id"][:12]
         created = _ago(now - created_unix(record.config)) if created_unix(record.config) else ""
-        size = human(record.size).replace("iB", "B")
+        size = human_si(record.size)
         for name in record.names or ["<none>:<none>"]:
             repo, _, tag = name.rpartition(":")
             rows.append([repo, tag, image_id, created, size])

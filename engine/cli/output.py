@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,3 +28,9 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for r in cells:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def host_env(entries: list[str]) -> list[str]:
+    """``-e`` values as podman takes them: ``NAME=VALUE`` as given, a bare ``NAME`` from this
+    shell's environment (empty when it is not set there)."""
+    return [e if "=" in e else f"{e}={os.environ.get(e, '')}" for e in entries]

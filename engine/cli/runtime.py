@@ -8,6 +8,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from engine.cli.output import host_env
 from engine.core import Engine
 from engine.errors import EngineError, RuntimeFailedError
 
@@ -122,7 +123,7 @@ def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
             command,
             timeout=1e9,
             max_output=1 << 62,
-            env=args.env,
+            env=host_env(args.env),
             workdir=args.workdir or "",
             user=args.user or "",
         )

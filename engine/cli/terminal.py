@@ -18,6 +18,7 @@ import tty
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from engine.cli.output import host_env
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError, InvalidStateError
 
@@ -144,7 +145,7 @@ def exec_interactive(engine: Engine, args: argparse.Namespace, command: list[str
         command,
         tty=use_tty,
         stdin=bool(args.interactive) and not use_tty,
-        env=list(args.env) + (["TERM=" + os.environ.get("TERM", "xterm")] if use_tty else []),
+        env=host_env(args.env) + (["TERM=" + os.environ.get("TERM", "xterm")] if use_tty else []),
         workdir=args.workdir or "",
         user=args.user or "",
     )

@@ -29,14 +29,16 @@ def cli(tmp_path: Path):
     config.write_text(json.dumps({"volume_allowlist": [str(tmp_path / "vol")]}))
     busybox_image(Engine(EngineConfig(root=root)))
 
-    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, ok: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         out = subprocess.run(
             [sys.executable, "-m", "engine", "--root", str(root), *args],
             cwd=REPO,
             capture_output=True,
             text=True,
             timeout=60,
-            env={"PATH": os.environ["PATH"], "GANTRY_CONFIG": str(config)},
+            env={"PATH": os.environ["PATH"], "GANTRY_CONFIG": str(config), **(env or {})},
         )
         if ok:
             assert out.returncode == 0, out.stderr
@@ -98,3 +100,11 @@ def test_errors_are_one_line(cli) -> None:
     assert info["Config"]["Entrypoint"] == ["/bin/sh", "-c"] and info["Config"]["Cmd"] == [
         "echo hi"
     ]
+
+
+def test_a_bare_env_name_takes_the_hosts_value(cli) -> None:
+    """podman's -e NAME: the value from the calling shell (empty when it has none there)."""
+    cli("create", "--name", "envs", "-e", "HOSTV", "-e", "UNSETV", "-e", "A=1", "busybox",
+        env={"HOSTV": "from host"})  # fmt: skip
+    [info] = json.loads(cli("inspect", "envs").stdout)
+    assert {"HOSTV=from host", "UNSETV=", "A=1"} <= set(info["Config"]["Env"])

@@ -53,6 +53,19 @@ def test_it_reports_what_podman_diff_reports(
     ]
 
 
+def test_the_engines_own_mount_points_are_not_the_containers_changes(
+    ctr: ContainerRecord, containers: Containers, engine: Engine
+) -> None:
+    """runc leaves empty files where /etc/hostname and /etc/hosts are bound; podman diff does
+    not list them. A hosts file the container really wrote is listed."""
+    m = containers.mount(ctr.id)
+    assert not (m / "etc" / "hosts").exists()
+    (m / "etc" / "hosts").touch()  # what runc leaves
+    assert lines(engine, ctr) == ["C /etc"]
+    (m / "etc" / "hosts").write_text("10.0.0.1 mine\n")
+    assert lines(engine, ctr) == ["C /etc", "A /etc/hosts"]
+
+
 def test_a_copied_up_directory_alone_is_no_change(containers: Containers, engine: Engine) -> None:
     make_image(engine, [{"/a": Dir(), "/a/b": Dir(), "/a/b/f": "x"}], name="localhost/t:1")
     record = containers.create(CreateOptions(), "localhost/t:1")
@@ -126,6 +139,7 @@ def test_it_agrees_with_podman_diff(
     base = Path(tempfile.mkdtemp(prefix="gantry-podman-"))
     podman = [
         str(PODMAN), "--root", str(base / "root"), "--runroot", str(base / "run"),
+        "--tmpdir", str(base / "tmp"),  # libpod's state too: /run/libpod is shared otherwise
         "--storage-driver", "overlay", "--runtime", "runc",
     ]  # fmt: skip
     try:

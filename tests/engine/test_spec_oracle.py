@@ -91,6 +91,7 @@ class Podman:
     def argv(self, *args: str) -> list[str]:
         return [
             "podman", "--root", str(self.root), "--runroot", str(self.runroot),
+            "--tmpdir", str(self.runroot / "libpod"),  # not the host's shared /run/libpod
             "--runtime", "runc", "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs",
             "--events-backend", "none", *args,
         ]  # fmt: skip
