@@ -25,7 +25,6 @@ never a recursive delete that could reach into a volume still mounted there.
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import json
 import os
@@ -136,11 +135,12 @@ def pinned(
     """A copy of ``spec`` whose bind sources under the allowlist are staging points holding
     exactly the objects checked; None when the spec has no such bind."""
     roots = _roots(allowlist)
-    out = copy.deepcopy(spec)
+    # only the mounts list is copied (the spec is large: seccomp alone is hundreds of entries)
+    mounts_list = [dict(m) if isinstance(m, dict) else m for m in spec.get("mounts") or []]
     unstage(staging)
     staged = False
     try:
-        for n, mount in enumerate(out.get("mounts") or []):
+        for n, mount in enumerate(mounts_list):
             if not _is_bind(mount):
                 continue
             source = str(mount.get("source", ""))
@@ -157,7 +157,7 @@ def pinned(
             finally:
                 os.close(fd)
             mount["source"] = os.fspath(target)
-        yield out if staged else None
+        yield {**spec, "mounts": mounts_list} if staged else None
     finally:
         if staged:
             unstage(staging)

@@ -18,9 +18,12 @@ container's new spec applies at its next start, as does an edit).
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import shutil
+import threading
+from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -95,9 +98,17 @@ def field_diff(generated: Any, current: Any) -> list[dict[str, Any]]:
 class SpecService:
     """``engine.get(SpecService)``."""
 
+    SCHEMA_OK_KEEP = 256  # digests of documents the schema passed, remembered (one process)
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.containers = engine.get(Containers)
+        # The schema check is most of a start's own time (a spec is ~9,000 schema nodes with
+        # its seccomp profile) and its verdict depends on the bytes alone: a document already
+        # passed is not walked again. The policy, which depends on the record and the admin's
+        # settings, is checked every time.
+        self._schema_ok: OrderedDict[str, None] = OrderedDict()
+        self._schema_lock = threading.Lock()
 
     @cached_property
     def policy(self) -> SpecPolicy:
@@ -138,9 +149,18 @@ class SpecService:
             spec = parse(text)
         except SpecParseError as err:
             return {}, [err.issue]
-        issues = validate_schema(spec)
-        if issues:
-            return spec, issues
+        raw = text.encode() if isinstance(text, str) else text
+        digest = hashlib.sha256(raw).hexdigest()
+        with self._schema_lock:
+            known = digest in self._schema_ok
+        if not known:
+            issues = validate_schema(spec)
+            if issues:
+                return spec, issues
+            with self._schema_lock:
+                self._schema_ok[digest] = None
+                while len(self._schema_ok) > self.SCHEMA_OK_KEEP:
+                    self._schema_ok.popitem(last=False)
         return spec, check_policy(spec, self.policy, self.expected(record))
 
     def _read(self, path: Path) -> bytes:

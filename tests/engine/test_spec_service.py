@@ -327,3 +327,32 @@ def test_the_cli_init_prints_the_path_and_validate_checks_hand_edits(
     assert run_cli(engine, "spec", "reset", "cli1").returncode == 0
     assert json.loads(path.read_text())["process"]["cwd"] == "/srv"
     assert run_cli(engine, "init", "nosuch").returncode == 125  # as podman init
+
+
+def test_the_schema_walks_a_document_once_and_the_policy_every_time(
+    engine: Engine, image: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Start speed: the schema's verdict depends on the bytes only, so a document it passed is
+    not walked again; the policy (record, admin settings) is checked each time."""
+    import engine.spec.service as module
+
+    made = create(engine, "once")
+    service(engine).generate(made.id)
+    text = service(engine).config_path(made.id).read_text()
+    from engine.spec.schema import validate_schema
+
+    walks: list[int] = []
+
+    def counted(spec: Any) -> Any:
+        walks.append(1)
+        return validate_schema(spec)
+
+    monkeypatch.setattr(module, "validate_schema", counted)
+    spec_service = SpecService(engine)  # nothing remembered yet
+    assert spec_service.check(made, text)[1] == []
+    assert spec_service.check(made, text)[1] == []
+    assert len(walks) == 1
+    hostile = json.loads(text)
+    hostile["process"]["cwd"] = "/proc/self/fd/7"
+    assert spec_service.check(made, json.dumps(hostile))[1]  # another document: checked
+    assert len(walks) == 2
