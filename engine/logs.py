@@ -13,6 +13,7 @@ inode, restarts the read at 0.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,3 +148,28 @@ def read_all(path: Path, *, timestamps: bool = False, tail_bytes: int | None = N
         out += more.data
         chunk = more
     return bytes(out)
+
+
+_PIECES = re.compile(rb"[^\n]*\n|[^\n]+$")
+
+
+def last_lines(segments: list[tuple[bytes, bytes]], count: int) -> list[tuple[bytes, bytes]]:
+    """The (stream, bytes) runs holding the last ``count`` lines (``logs --tail``); a last
+    line without its newline counts as one."""
+    pieces = [(stream, p) for stream, data in segments for p in _PIECES.findall(data)]
+    lines = 0
+    start = len(pieces)
+    for i in range(len(pieces) - 1, -1, -1):
+        ends_line = pieces[i][1].endswith(b"\n") or i == len(pieces) - 1
+        if ends_line:
+            if lines == count:
+                break
+            lines += 1
+        start = i
+    out: list[tuple[bytes, bytes]] = []
+    for stream, piece in pieces[start:] if count > 0 else []:
+        if out and out[-1][0] == stream:
+            out[-1] = (stream, out[-1][1] + piece)
+        else:
+            out.append((stream, piece))
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.output import host_env
@@ -72,7 +73,7 @@ def cmd_restart(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
     """The container's output; with -f, keep printing what it writes until it stops."""
     from engine.containers import Containers
-    from engine.logs import LogChunk, LogCursor, read_log
+    from engine.logs import LogChunk, LogCursor, last_lines, read_log
     from engine.records import ACTIVE_STATES
 
     lifecycle = _lifecycle(engine)
@@ -82,10 +83,26 @@ def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
     last_check = 0.0
 
     def write(chunk: LogChunk) -> None:  # the container's stderr to ours, as podman logs
-        for stream, data in chunk.segments:
+        write_runs(chunk.segments)
+
+    def write_runs(runs: Iterable[tuple[bytes, bytes]]) -> None:
+        for stream, data in runs:
             out = sys.stderr.buffer if stream == b"stderr" else sys.stdout.buffer
             out.write(data)
             out.flush()
+
+    if args.tail >= 0:  # what is there now, its last lines only; then follow as usual
+        held: list[tuple[bytes, bytes]] = []
+        while True:
+            chunk = read_log(path, cursor, timestamps=args.timestamps)
+            held += chunk.segments
+            moved = cursor is None or chunk.cursor != cursor
+            cursor = chunk.cursor
+            if not (moved and chunk.data):
+                break
+        write_runs(last_lines(held, args.tail))
+        if not args.follow:
+            return 0
 
     while True:
         chunk = read_log(path, cursor, timestamps=args.timestamps)
@@ -185,6 +202,9 @@ def register(sub: Any) -> None:
     p = verb("logs", cmd_logs, "print a container's output (conmon's log)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    p.add_argument(
+        "-n", "--tail", type=int, default=-1, metavar="N", help="only the last N lines (-1: all)"
+    )
     p.add_argument("name", metavar="NAME")
     p = verb("exec", cmd_exec, "run a command in a running container")
     p.add_argument("-e", "--env", action="append", default=[], help="KEY=VALUE")

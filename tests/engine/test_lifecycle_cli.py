@@ -93,6 +93,8 @@ def test_logs_follow_until_the_container_ends(
     started = time.monotonic()
     # the container's stderr goes to ours, as with podman logs
     assert cli(engine, capsys, "logs", "-f", "f") == (0, "a\nb\n", "oops\n")
+    assert cli(engine, capsys, "logs", "--tail", "1", "f") == (0, "b\n", "")
+    assert cli(engine, capsys, "logs", "-n", "2", "f") == (0, "b\n", "oops\n")
     assert 0.3 < time.monotonic() - started < 10
     assert ps(engine, capsys)["f"]["ExitCode"] == 2
     assert cli(engine, capsys, "rm", "f")[0] == 0

@@ -15,7 +15,7 @@ from engine.conmon import Conmon, MonitorSpec
 from engine.core import Engine
 from engine.errors import InvalidInputError, RuntimeFailedError
 from engine.exits import wait_for_file
-from engine.logs import LogCursor, read_all, read_log
+from engine.logs import LogCursor, last_lines, read_all, read_log
 from engine.runtime import Runc, parse_signal, runc_message
 from tests.conftest import requires
 from tests.engine.runtools import RUNTIME_REASON, busybox_rootfs, can_run_containers, make_bundle
@@ -152,3 +152,12 @@ def test_it_pauses_resumes_lists_and_kills(engine: Engine, tmp_path: Path) -> No
     assert runc.delete(b.container_id) is False
     assert runc.list_ids() == []
     assert not os.path.exists(f"/sys/fs/cgroup/pids/gantry-{b.container_id}")
+
+
+def test_tail_takes_the_last_lines_across_both_streams() -> None:
+    runs = [(b"stdout", b"a\nb\n"), (b"stderr", b"oops\n"), (b"stdout", b"c\nd")]
+    assert last_lines(runs, 0) == []
+    assert last_lines(runs, 1) == [(b"stdout", b"d")]  # the unfinished last line counts
+    assert last_lines(runs, 3) == [(b"stderr", b"oops\n"), (b"stdout", b"c\nd")]
+    assert last_lines(runs, 99) == runs
+    assert last_lines([(b"stdout", b"x"), (b"stdout", b"y\n")], 1) == [(b"stdout", b"xy\n")]
