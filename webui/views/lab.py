@@ -139,7 +139,11 @@ async def lab_checks(request: HttpRequest) -> HttpResponse:
                 timeout=5,
             )
         now = timezone.now().isoformat()
-        fresh = {k: now for k, ok in state["checks"].items() if ok and k not in run.reached}
+        checks = dict(state["checks"])
+        # the lab follows a container only once it was made: it was created, whatever it
+        # did since (a learner who was not on this page at that moment still gets the step)
+        checks["created"] = checks.get("created") or bool(run.container_id)
+        fresh = {k: now for k, ok in checks.items() if ok and k not in run.reached}
         if fresh:
             run.reached = run.reached | fresh
             await run.asave(update_fields=["reached"])
