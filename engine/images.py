@@ -339,14 +339,14 @@ class _Throttle:
 
     def __call__(self, job: PullJob, force: bool) -> None:
         now = time.monotonic()
-        with self.lock:
+        with self.lock:  # held while publishing: snapshots leave in the order they were taken
             if not force and now - self.last < PUBLISH_INTERVAL:
                 return
             self.last = now
-        snapshot = job.snapshot()
-        snapshot.pop("user", None)  # every user sees pulls; who started one stays private
-        event = {"type": "engine.event", "kind": "pull"} | snapshot
-        try:
-            self.publisher.publish(EVENTS_GROUP, event)
-        except Exception as err:  # progress is a notification: never fail the pull for it
-            log.debug("publish pull progress: %s", err)
+            snapshot = job.snapshot()
+            snapshot.pop("user", None)  # every user sees pulls; who started one stays private
+            event = {"type": "engine.event", "kind": "pull"} | snapshot
+            try:
+                self.publisher.publish(EVENTS_GROUP, event)
+            except Exception as err:  # progress is a notification: never fail the pull for it
+                log.debug("publish pull progress: %s", err)

@@ -92,11 +92,14 @@ class PullJob:
     finished: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    seq: int = 0  # one more for each snapshot: a page keeps the newest it has seen
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
+            self.seq += 1
             return {
                 "job": self.id,
+                "seq": self.seq,
                 "ref": self.ref,
                 "platform": self.platform,
                 "state": self.state,

@@ -48,26 +48,48 @@ def _is_full(err: BaseException) -> bool:
 
 
 class LayerPublisher:
-    """Publisher over a channel layer, callable from worker threads."""
+    """Publisher over a channel layer, callable from worker threads.
+
+    Publishes go through one FIFO drained by one task, so events reach every subscriber in the
+    order they were published: fired as separate coroutines, a group_send (several Redis round
+    trips) could overtake the one before it, and bursts ran out of connections."""
 
     def __init__(self, layer: ChannelLayer, loop: asyncio.AbstractEventLoop) -> None:
         self.layer = layer
         self.loop = loop
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the sender (on the loop, before anything publishes)."""
+        self.task = self.loop.create_task(self._drain())
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Send what is queued (within ``timeout``), then stop the sender."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.queue.join(), timeout)
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
 
     def publish(self, group: str, event: dict[str, Any]) -> None:
-        fut = asyncio.run_coroutine_threadsafe(self.layer.group_send(group, event), self.loop)
-        fut.add_done_callback(_log_failure)
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (group, event))
+
+    async def _drain(self) -> None:
+        while True:
+            group, event = await self.queue.get()
+            try:
+                await self.layer.group_send(group, event)
+            except Exception as err:
+                log.warning("publish to %s failed: %s", group, err)
+            finally:
+                self.queue.task_done()
 
     def send(self, channel: str, event: dict[str, Any]) -> None:
         fut = asyncio.run_coroutine_threadsafe(
             send_patiently(self.layer, channel, event), self.loop
         )
         fut.result(timeout=SEND_TIMEOUT + 5)
-
-
-def _log_failure(fut: concurrent.futures.Future[Any]) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.warning("publish failed: %s", fut.exception())
 
 
 async def send_patiently(
@@ -106,6 +128,7 @@ class Worker:
     async def serve(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         self.publisher = LayerPublisher(self.layer, loop)
+        self.publisher.start()
         self.engine.ensure_root()
         ctx = Context(self.engine, publisher=self.publisher)
         await loop.run_in_executor(self.pool, run_startup, ctx)
@@ -127,6 +150,7 @@ class Worker:
             for task in list(self._tasks):
                 task.cancel()
             self.pool.shutdown(wait=False, cancel_futures=True)
+            await self.publisher.stop()
 
     async def _receive(self, stop: asyncio.Event) -> dict[str, Any] | None:
         receive = asyncio.create_task(self.layer.receive(self.channel))

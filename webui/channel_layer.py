@@ -1,18 +1,32 @@
-"""channels_redis with send() in one round trip.
+"""channels_redis with send() in one round trip and receives that are safe to cancel.
 
-channels_redis 4.3 sends a message with four commands (ZREMRANGEBYSCORE, ZCOUNT, ZADD, EXPIRE),
-each a round trip to Redis. Terminal keystrokes and output cross the layer once per message, so
-those trips are most of a keystroke's echo latency. Here the same four steps run as one Lua
-script: same keys, same semantics (expiry, capacity -> ChannelFull), one round trip.
+**Send.** channels_redis 4.3 sends a message with four commands (ZREMRANGEBYSCORE, ZCOUNT,
+ZADD, EXPIRE), each a round trip to Redis. Terminal keystrokes and output cross the layer once
+per message, so those trips are most of a keystroke's echo latency. Here the same four steps
+run as one Lua script: same keys, same semantics (expiry, capacity -> ChannelFull), one trip.
+
+**Receive.** channels_redis serves every process-local channel (``specific.<prefix>!...``)
+from one Redis key, popped by whichever coroutine happens to be blocked in ``receive()``. When
+that coroutine is cancelled (a websocket closes, a request times out or is aborted), redis-py
+drops the connection mid-BZPOPMIN, and a message Redis has just popped for *another* channel
+is gone (channels_redis issue 366, channels 1683). Here one long-lived reader task per event
+loop pops from that key and hands each message to its channel's own queue; ``receive()`` only
+waits on its queue, so cancelling it can lose nothing. Messages for a channel nobody has read
+for ``expiry`` seconds are dropped, as Redis would expire them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+import types
 from typing import Any
 
 from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer
+
+log = logging.getLogger("gantry.channel_layer")
 
 SEND_SCRIPT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
@@ -23,9 +37,69 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
+SWEEP_EVERY = 5.0  # seconds between sweeps of queues nobody reads
+RETRY_DELAY = 0.5  # seconds between reads while Redis is unreachable
+
+
+class LocalChannels:
+    """The queues of one process's local channels on one event loop, filled by one reader."""
+
+    def __init__(self, capacity: int, expiry: float) -> None:
+        self.capacity = capacity
+        self.expiry = expiry
+        self.queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self.last_read: dict[str, float] = {}
+        self.waiting: dict[str, int] = {}
+        self.swept = time.monotonic()
+        self.task: asyncio.Task[None] | None = None
+
+    def queue(self, channel: str) -> asyncio.Queue[dict[str, Any]]:
+        q = self.queues.get(channel)
+        if q is None:
+            q = self.queues[channel] = asyncio.Queue()
+            self.last_read[channel] = time.monotonic()
+        return q
+
+    def deliver(self, channel: str, message: dict[str, Any]) -> None:
+        q = self.queue(channel)
+        if q.qsize() >= self.capacity:
+            # The same bound channels_redis keeps in memory: a reader that stopped reading
+            # must not grow the process without limit.
+            q.get_nowait()
+            log.warning("local channel %s is full: its oldest message was dropped", channel)
+        q.put_nowait(message)
+        self.sweep()
+
+    async def get(self, channel: str) -> dict[str, Any]:
+        q = self.queue(channel)
+        self.waiting[channel] = self.waiting.get(channel, 0) + 1
+        try:
+            return await q.get()
+        finally:
+            self.last_read[channel] = time.monotonic()
+            left = self.waiting[channel] - 1
+            if left:
+                self.waiting[channel] = left
+            else:
+                del self.waiting[channel]
+
+    def sweep(self) -> None:
+        now = time.monotonic()
+        if now - self.swept < SWEEP_EVERY:
+            return
+        self.swept = now
+        for channel, last in list(self.last_read.items()):
+            if now - last > self.expiry and channel not in self.waiting:
+                self.queues.pop(channel, None)
+                self.last_read.pop(channel, None)
 
 
 class GantryRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # per event loop, per real channel ("specific.<client prefix>!" and other prefixes)
+        self._local: dict[asyncio.AbstractEventLoop, dict[str, LocalChannels]] = {}
+
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         assert isinstance(message, dict), "message is not a dict"
         assert self.require_valid_channel_name(channel), "Channel name not valid"
@@ -48,3 +122,64 @@ class GantryRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         )  # fmt: skip
         if not sent:
             raise ChannelFull()
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        if "!" not in channel:
+            return await super().receive(channel)  # type: ignore[no-any-return]
+        assert self.require_valid_channel_name(channel)
+        real_channel = self.non_local_name(channel)
+        assert real_channel.endswith(self.client_prefix + "!"), "Wrong client prefix"
+        return await self._local_channels(real_channel).get(channel)
+
+    def _local_channels(self, real_channel: str) -> LocalChannels:
+        loop = asyncio.get_running_loop()
+        readers = self._local.get(loop)
+        if readers is None:
+            for other in self._local:
+                if not other.is_closed() and other.is_running():
+                    raise RuntimeError(
+                        "Two event loops are trying to receive() on one channel layer at once!"
+                    )
+            readers = self._local[loop] = {}
+            self.connection(0)  # channels_redis' own close hook first: see _stop_on_close
+            self._stop_on_close(loop, readers)
+        local = readers.get(real_channel)
+        if local is None:
+            local = readers[real_channel] = LocalChannels(self.capacity, float(self.expiry))
+            local.task = loop.create_task(self._read_forever(real_channel, local))
+        return local
+
+    async def _read_forever(self, real_channel: str, local: LocalChannels) -> None:
+        """The only reader of this process's local channels on this loop: never cancelled
+        while the loop lives, so no popped message is lost."""
+        while True:
+            try:
+                message_channel, message = await self.receive_single(real_channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # Redis gone: keep trying, callers time out on their own
+                log.warning("channel layer read failed: %s", err)
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            channels = message_channel if isinstance(message_channel, list) else [message_channel]
+            for channel in channels:
+                local.deliver(channel, message)
+
+    def _stop_on_close(
+        self, loop: asyncio.AbstractEventLoop, readers: dict[str, LocalChannels]
+    ) -> None:
+        """Cancel the readers when their loop closes (asgiref's short-lived loops), before
+        channels_redis closes the loop's connections."""
+        original = loop.close
+
+        def close(self_loop: asyncio.AbstractEventLoop) -> None:
+            self._local.pop(loop, None)
+            tasks = [r.task for r in readers.values() if r.task is not None and not r.task.done()]
+            for task in tasks:
+                task.cancel()
+            if tasks and not loop.is_running():
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            self_loop.close = original  # type: ignore[method-assign]
+            original()
+
+        loop.close = types.MethodType(close, loop)  # type: ignore[method-assign]
