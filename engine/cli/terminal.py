@@ -22,7 +22,8 @@ from engine.cli.output import host_env
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError, InvalidStateError
 
-DETACH_KEYS = b"\x10\x11"  # Ctrl-P Ctrl-Q, podman's default
+DETACH_KEYS = "ctrl-p,ctrl-q"  # podman's default
+CTRL_SPECIALS = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
 PACKET = 8193
 INPUT_PACKET = 32 * 1024
 
@@ -30,8 +31,54 @@ INPUT_PACKET = 32 * 1024
 def register(sub: Any) -> None:
     p = sub.add_parser("attach", help="attach to a running container's terminal")
     p.add_argument("--no-stdin", action="store_true", help="do not send input")
+    p.add_argument(
+        "--detach-keys",
+        default=DETACH_KEYS,
+        metavar="KEYS",
+        help='keys that detach, as podman spells them (default "ctrl-p,ctrl-q"; "" for none)',
+    )
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_attach)
+
+
+def parse_detach_keys(spec: str) -> bytes:
+    """podman's --detach-keys: comma-separated keys, each one character or ctrl-<a-z@[\\]^_>;
+    the empty string means no detaching."""
+    keys = bytearray()
+    for part in spec.split(",") if spec else []:
+        if len(part) == 1:
+            keys += part.encode()
+        elif part.startswith("ctrl-") and len(part) == 6 and part[5] in CTRL_SPECIALS:
+            keys.append(CTRL_SPECIALS[part[5]])
+        elif part.startswith("ctrl-") and len(part) == 6 and "a" <= part[5] <= "z":
+            keys.append(ord(part[5]) - ord("a") + 1)
+        else:
+            raise InvalidInputError(f"invalid detach keys: {spec[:100]!r}")
+    return bytes(keys)
+
+
+class DetachScanner:
+    """Finds the detach keys anywhere in the input, split across reads or not, as
+    containers/common's detach copier does: the bytes before the keys are delivered, and a
+    trailing partial match is held back until the next read says whether it completes."""
+
+    def __init__(self, keys: bytes) -> None:
+        self.keys = keys
+        self.held = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """The bytes to send on, and whether the keys were typed."""
+        if not self.keys:
+            return data, False
+        buf, self.held = self.held + data, b""
+        at = buf.find(self.keys)
+        if at >= 0:
+            return buf[:at], True
+        for n in range(min(len(self.keys) - 1, len(buf)), 0, -1):
+            if buf.endswith(self.keys[:n]):
+                self.held = buf[-n:]
+                return buf[:-n], False
+        return buf, False
 
 
 @contextlib.contextmanager
@@ -70,7 +117,7 @@ def pump(
     out = sys.stdout.buffer
     stdin_fd = sys.stdin.fileno() if send_input else -1
     previous = signal.signal(signal.SIGWINCH, lambda *_: resize(*_size()))
-    recent = b""
+    scanner = DetachScanner(detach_keys or b"")
     try:
         while True:
             readers = [sock] + ([stdin_fd] if stdin_fd >= 0 else [])
@@ -87,14 +134,16 @@ def pump(
             if stdin_fd in ready:
                 data = os.read(stdin_fd, INPUT_PACKET)
                 if not data:  # stdin closed: tell conmon, keep reading output
+                    if scanner.held:
+                        sock.sendall(scanner.held)
                     sock.shutdown(socket.SHUT_WR)
                     stdin_fd = -1
                     continue
-                if detach_keys:
-                    recent = (recent + data)[-len(detach_keys) :]
-                    if recent == detach_keys:
-                        return "detached"
-                sock.sendall(data)
+                data, detached = scanner.feed(data)
+                if data:
+                    sock.sendall(data)
+                if detached:
+                    return "detached"
     finally:
         signal.signal(signal.SIGWINCH, previous)
 
@@ -103,6 +152,7 @@ def cmd_attach(engine: Engine, args: argparse.Namespace) -> int:
     from engine.conmon import attach_socket_path, connect_attach, write_ctl
     from engine.lifecycle import Lifecycle
 
+    detach_keys = parse_detach_keys(args.detach_keys)
     lifecycle = engine.get(Lifecycle)
     record = lifecycle.get_synced(args.name)
     if record.state != "running":
@@ -122,7 +172,7 @@ def cmd_attach(engine: Engine, args: argparse.Namespace) -> int:
             how = pump(
                 sock,
                 send_input=not args.no_stdin,
-                detach_keys=DETACH_KEYS,
+                detach_keys=detach_keys,
                 resize=lambda r, c: write_ctl(bundle, 1, r, c),
             )
     finally:

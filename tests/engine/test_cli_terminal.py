@@ -8,6 +8,7 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import struct
 import sys
 import termios
@@ -126,3 +127,35 @@ def test_attach_types_into_the_console_and_detaches_with_ctrl_p_ctrl_q(live: Eng
     assert tty.exit_status() == 0
     assert b"Detached" in tty.out
     assert live.get(Lifecycle).get_synced("att").state == "running"
+
+
+def test_attach_detaches_when_the_keys_share_a_read_with_more_input(live: Engine) -> None:
+    """The race as it was seen: the keys and the next bytes (there, ash's cursor report)
+    arrive in one read. Stopping the CLI while they are typed puts them in one read for
+    sure; the command typed before the keys is delivered, not dropped."""
+    from engine.containers import Containers
+    from engine.logs import read_all
+
+    record = create(live, ["sh"], name="att1", tty=True)
+    live.get(Lifecycle).start("att1")
+    tty = Tty(live.config.root, "attach", "att1")
+    tty.wait_for("\x1b[J")  # attached, in raw mode, forwarding
+    os.kill(tty.pid, signal.SIGSTOP)
+    tty.type("echo be$((1+1))fore\r\x10\x11\x1b[1;5R")
+    os.kill(tty.pid, signal.SIGCONT)
+    assert tty.exit_status() == 0
+    assert b"Detached" in tty.out
+    log = live.get(Containers).paths(record.id).userdata / "ctr.log"
+    deadline = time.monotonic() + 15
+    while b"be2fore" not in read_all(log):
+        assert time.monotonic() < deadline, read_all(log)[-400:]
+        time.sleep(0.1)
+    assert live.get(Lifecycle).get_synced("att1").state == "running"
+
+
+def test_attach_refuses_bad_detach_keys(live: Engine) -> None:
+    create(live, ["sh"], name="att2", tty=True)
+    live.get(Lifecycle).start("att2")
+    tty = Tty(live.config.root, "attach", "--detach-keys", "ctrl-1", "att2")
+    assert tty.exit_status() == 125
+    assert b"invalid detach keys" in tty.out
