@@ -112,9 +112,28 @@ def test_it_reads_only_the_tail_of_a_big_log(tmp_path: Path) -> None:
 
 @pytest.mark.privileged
 @requires(can_run_containers(), RUNTIME_REASON)
+def read_count(counter: Path) -> int:
+    """The counter the container writes atomically (temp file, then rename): never half."""
+    try:
+        return int(counter.read_text())
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_count(counter: Path, above: int, timeout: float = 10) -> int:
+    deadline = time.monotonic() + timeout
+    while (count := read_count(counter)) <= above:
+        assert time.monotonic() < deadline, f"the counter stayed at {count}"
+        time.sleep(0.02)
+    return count
+
+
 def test_it_pauses_resumes_lists_and_kills(engine: Engine, tmp_path: Path) -> None:
     rootfs = busybox_rootfs(tmp_path / "rootfs")
-    script = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done"
+    script = (
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new;"
+        " mv /tmp/count.new /tmp/count; sleep 0.02; done"
+    )
     b = make_bundle(tmp_path, rootfs, ["sh", "-c", script])
     exits = Path(engine.config.root) / "exits"
     spec = MonitorSpec(b.container_id, "t", b.bundle, b.userdata, exits)
@@ -127,17 +146,16 @@ def test_it_pauses_resumes_lists_and_kills(engine: Engine, tmp_path: Path) -> No
         assert runc.ps(b.container_id)[0] == created.pid
         state = runc.state(b.container_id)
         assert state is not None and state["status"] == "running" and state["pid"] == created.pid
-        time.sleep(0.2)
+        wait_for_count(counter, 2)
         runc.pause(b.container_id)
         assert runc.state(b.container_id)["status"] == "paused"  # type: ignore[index]
-        frozen = counter.read_text()
-        time.sleep(0.3)
-        assert counter.read_text() == frozen
+        frozen = read_count(counter)
+        time.sleep(0.3)  # a frozen counter is one that does not move for a while
+        assert read_count(counter) == frozen
         with pytest.raises(RuntimeFailedError, match="runc pause"):
             runc.pause(b.container_id)
         runc.resume(b.container_id)
-        time.sleep(0.3)
-        assert counter.read_text() != frozen
+        wait_for_count(counter, frozen)
         runc.kill(b.container_id, signal.SIGTERM)  # sh as pid 1 ignores TERM without a trap
         time.sleep(0.2)
         assert runc.state(b.container_id)["status"] == "running"  # type: ignore[index]
