@@ -3,6 +3,9 @@
 // heartbeats stop it asks the web server (/engine/status) who is gone: the engine, or the
 // server itself. Events are re-dispatched as DOM events ("gantry:event", "gantry:<kind>")
 // that htmx elements listen to.
+// Events are hints; state is read. "gantry:resync" tells live parts of a page to re-read
+// what they show: after the socket reconnects (events may have been missed), after a part
+// failed to load, when the tab becomes visible again, and every 20 s while it is visible.
 (function () {
   "use strict";
 
@@ -13,6 +16,9 @@
   let probing = false;
   let socket = null;
   let retry = 500;
+  let everOpened = false;
+  const RESYNC_EVERY_MS = 20000;
+  const RESYNC_AFTER_ERROR_MS = 3000;
 
   function badge(state, label, title) {
     const el = document.getElementById("engine-status");
@@ -49,7 +55,12 @@
     if (!path) return;
     const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
     socket = new WebSocket(url);
-    socket.onopen = () => { retry = 500; openedAt = Date.now(); };
+    socket.onopen = () => {
+      retry = 500;
+      openedAt = Date.now();
+      if (everOpened) resync();  // what happened while the socket was down was not heard
+      everOpened = true;
+    };
     socket.onmessage = (e) => {
       try { onMessage(JSON.parse(e.data)); } catch (err) { console.warn("bad event", err); }
     };
@@ -109,6 +120,53 @@
     if (probing || !socket || socket.readyState !== WebSocket.OPEN) return;
     if (Date.now() - (lastBeat ?? openedAt) > OFFLINE_AFTER_MS) probe();
   }, 500);
+
+  function resync() { document.body.dispatchEvent(new CustomEvent("gantry:resync")); }
+  let resyncTimer = null;
+  function resyncSoon() {
+    if (resyncTimer) return;
+    resyncTimer = setTimeout(() => { resyncTimer = null; resync(); }, RESYNC_AFTER_ERROR_MS);
+  }
+  setInterval(() => { if (document.visibilityState === "visible") resync(); }, RESYNC_EVERY_MS);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") resync();
+  });
+  function listensForResync(elt) {
+    return Boolean(elt && elt.getAttribute && (elt.getAttribute("hx-trigger") || "").includes("gantry:resync"));
+  }
+  // A live part that failed, or that loaded with an error in it (data-resync-soon), tries again.
+  document.addEventListener("htmx:responseError", (e) => { if (listensForResync(e.detail.elt)) resyncSoon(); });
+  document.addEventListener("htmx:sendError", (e) => { if (listensForResync(e.detail.elt)) resyncSoon(); });
+  document.addEventListener("htmx:afterSwap", (e) => {
+    const t = e.detail.target;
+    if (t && t.isConnected && t.querySelector && t.querySelector("[data-resync-soon]")) resyncSoon();
+  });
+
+  // A refresh (a GET) that lands between mousedown and mouseup on a button replaces the button
+  // and the click is lost. While a pointer is pressed inside a part, its refresh waits until
+  // the click has been dispatched, then is asked again.
+  let pressed = null;
+  const held = new Map();  // element -> path of the refresh it was not given
+  document.addEventListener("pointerdown", (e) => { pressed = e.target; }, true);
+  function release() {
+    if (!pressed) return;
+    setTimeout(() => {  // after this press's click (and the request it issues)
+      pressed = null;
+      for (const [elt, path] of held) {
+        if (elt.isConnected && window.htmx) window.htmx.ajax("GET", path, { source: elt });
+      }
+      held.clear();
+    }, 0);
+  }
+  document.addEventListener("pointerup", release, true);
+  document.addEventListener("pointercancel", release, true);
+  document.addEventListener("htmx:beforeSwap", (e) => {
+    const target = e.detail.target;
+    const config = e.detail.requestConfig || {};
+    if (!pressed || !target || config.verb !== "get" || !target.contains(pressed)) return;
+    e.detail.shouldSwap = false;
+    held.set(e.detail.elt, config.path);
+  });
 
   // Errors from htmx requests: the server sends one clear sentence; show it.
   function toast(text, kind) {

@@ -3,6 +3,9 @@
 // snapshot redraws its card: one bar per layer (bytes done/total and speed, then
 // "extracting", then done). Cards the server rendered (running and recent pulls) are updated
 // the same way, so a reload or a return to the page picks a running pull up where it is.
+// Snapshots carry a sequence number per pull: an older one than the card has, or one that
+// would take an ended pull back to running, is dropped. While a pull runs and no snapshot
+// came for a while (or on "gantry:resync"), the cards are read again from the server.
 // Everything from the engine goes in through textContent/attributes, never as HTML.
 (function () {
   "use strict";
@@ -96,10 +99,24 @@
     row.querySelector(".layer-text").textContent = layerText(layer);
   }
 
+  const RANK = { resolving: 0, pulling: 1, done: 2, error: 2 };
+  // Is this snapshot ({state, seq}) newer than what the card shows?
+  function newer(job, card) {
+    const rankJob = RANK[job.state] ?? 0;
+    const rankCard = RANK[card.dataset.state] ?? 0;
+    if (rankJob !== rankCard) return rankJob > rankCard;
+    return Number(job.seq || 0) > Number(card.dataset.seq || 0);
+  }
+
+  let lastSnapshot = Date.now();
   function render(job) {
     if (!job || typeof job.job !== "string" || !/^[0-9a-f]{16}$/.test(job.job)) return;
-    const card = document.getElementById("pull-" + job.job) || newCard(job);
+    lastSnapshot = Date.now();
+    const existing = document.getElementById("pull-" + job.job);
+    if (existing && !newer(job, existing)) return;
+    const card = existing || newCard(job);
     card.dataset.state = job.state;
+    card.dataset.seq = String(Number(job.seq || 0));
     const state = role(card, "state");
     state.textContent = job.state;
     state.className = "pill " + String(job.state).replace(/[^a-z]/g, "");
@@ -131,17 +148,48 @@
   document.body.addEventListener("gantry:pull", (e) => render(e.detail));
 
   // The card the server sent for a pull can be older than the events that arrived while the
-  // request was in flight (or the pull was already running): keep the most advanced copy.
-  const RANK = { resolving: 0, pulling: 1, done: 2, error: 2 };
-  pulls.addEventListener("htmx:afterSwap", () => {
+  // request was in flight (or the pull was already running): keep the newest copy.
+  function dedupe() {
     const byId = new Map();
     for (const card of Array.from(pulls.querySelectorAll(".pull-job"))) {
       const kept = byId.get(card.id);
       if (!kept) { byId.set(card.id, card); continue; }
-      const better = (RANK[card.dataset.state] ?? 0) > (RANK[kept.dataset.state] ?? 0);
-      if (better) { kept.replaceWith(card); byId.set(card.id, card); } else card.remove();
+      if (newer(card.dataset, kept)) { kept.replaceWith(card); byId.set(card.id, card); } else card.remove();
     }
-  });
+  }
+  pulls.addEventListener("htmx:afterSwap", dedupe);
+
+  // Read every card again from the server; each replaces its copy here only if newer.
+  let reading = false;
+  async function reread() {
+    if (reading || !pulls.dataset.pullsUrl) return;
+    reading = true;
+    try {
+      const r = await fetch(pulls.dataset.pullsUrl, { credentials: "same-origin", headers: { "HX-Request": "true" } });
+      if (!r.ok) return;
+      const box = document.createElement("template");
+      box.innerHTML = await r.text();
+      for (const card of Array.from(box.content.querySelectorAll(".pull-job"))) {
+        const mine = document.getElementById(card.id);
+        if (mine && !newer(card.dataset, mine)) continue;
+        for (const row of card.querySelectorAll(".pull-layer")) {
+          drawLayer(row, { state: row.dataset.state, size: row.dataset.size, done: row.dataset.done, speed: Number(row.dataset.speed) });
+        }
+        if (mine) mine.replaceWith(card); else pulls.prepend(card);
+      }
+      lastSnapshot = Date.now();
+    } catch (err) {
+      // the server is away: the next resync tries again
+    } finally {
+      reading = false;
+    }
+  }
+  document.body.addEventListener("gantry:resync", reread);
+  const QUIET_MS = 3000;
+  setInterval(() => {
+    const running = pulls.querySelector('.pull-job[data-state="resolving"], .pull-job[data-state="pulling"]');
+    if (running && Date.now() - lastSnapshot > QUIET_MS && document.visibilityState === "visible") reread();
+  }, 1000);
 
   if (form && formError) {
     form.addEventListener("htmx:beforeRequest", () => { formError.hidden = true; formError.textContent = ""; });

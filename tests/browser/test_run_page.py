@@ -135,3 +135,96 @@ def test_a_tty_containers_logs_read_as_plain_text(stack: Stack, browser: Any) ->
     page.get_by_test_id("run-remove").click()
     page.wait_for_url("**/containers/")
     context.close()
+
+
+def test_a_click_during_a_refresh_is_not_lost(stack: Stack, browser: Any) -> None:
+    """The race as it was seen: the refresh after the pause event replaced the state panel
+    between the Resume button's mousedown and mouseup, and the click was lost. Here the
+    refresh is made to land exactly there."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    login(stack, page)
+    cid = create(page, stack, "presser", "sleep 300")
+    page.goto(f"{stack.url}/containers/{cid}/run/")
+    status = page.get_by_test_id("run-status")
+    page.get_by_test_id("run-start").click()
+    expect(status).to_contain_text("Up ")
+    page.get_by_test_id("run-pause").click()
+    expect(status).to_have_text("Paused")
+
+    page.get_by_test_id("run-resume").hover()
+    page.mouse.down()
+    page.evaluate(
+        """() => new Promise((done) => {
+            const panel = document.getElementById("run-state");
+            document.body.addEventListener("htmx:afterRequest", done, { once: true });
+            window.htmx.trigger(panel, "refresh");
+        })"""
+    )
+    page.mouse.up()
+    expect(status).to_contain_text("Up ")
+    page.on("dialog", lambda d: d.accept())
+    page.get_by_test_id("run-remove").click()
+    page.wait_for_url("**/containers/")
+    context.close()
+
+
+def test_a_pull_card_keeps_its_newest_snapshot(stack: Stack, browser: Any) -> None:
+    """Snapshots that arrive late (an older sequence number, or a running one after done)
+    never take a card back."""
+    context = browser.new_context()
+    page = context.new_page()
+    login(stack, page)
+    page.goto(stack.url + "/images/")
+    page.evaluate(
+        """() => {
+            const send = (job) => document.body.dispatchEvent(new CustomEvent("gantry:pull", {
+                detail: Object.assign({ job: "0123456789abcdef", ref: "demo:1", layers: [] }, job),
+            }));
+            send({ state: "pulling", step: "fetching layers", seq: 3 });
+            send({ state: "pulling", step: "resolving the reference", seq: 2 });
+        }"""
+    )
+    card = page.locator("#pull-0123456789abcdef")
+    expect(card.locator("[data-role='step']")).to_have_text("fetching layers")
+    page.evaluate(
+        """() => {
+            const send = (job) => document.body.dispatchEvent(new CustomEvent("gantry:pull", {
+                detail: Object.assign({ job: "0123456789abcdef", ref: "demo:1", layers: [] }, job),
+            }));
+            send({ state: "done", step: "", seq: 5 });
+            send({ state: "pulling", step: "writing manifest to image destination", seq: 4 });
+            send({ state: "pulling", step: "writing manifest to image destination", seq: 9 });
+        }"""
+    )
+    expect(card).to_have_attribute("data-state", "done")
+    expect(card.locator("[data-role='state']")).to_have_text("done")
+    context.close()
+
+
+def test_the_containers_table_reads_again_after_a_failed_load(stack: Stack, browser: Any) -> None:
+    """A table whose load failed (here the request is dropped on its way) reads itself again
+    a moment later; nothing else would have reloaded it."""
+    context = browser.new_context()
+    page = context.new_page()
+    login(stack, page)
+    cid = create(page, stack, "recovers", "sleep 1")
+    dropped: list[str] = []
+
+    def drop_the_first(route: Any) -> None:
+        if not dropped:
+            dropped.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/containers/table", drop_the_first)
+    page.goto(stack.url + "/containers/")
+    expect(page.locator(f"tr[data-container='{cid}']")).to_have_count(1, timeout=10_000)
+    assert dropped
+    page.unroute("**/containers/table")
+    page.goto(f"{stack.url}/containers/{cid}/run/")
+    page.on("dialog", lambda d: d.accept())
+    page.get_by_test_id("run-remove").click()
+    page.wait_for_url("**/containers/")
+    context.close()
