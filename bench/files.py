@@ -120,9 +120,9 @@ class Bench:
 
     def make_container(self) -> None:
         from engine.config import EngineConfig
-        from engine.containers import Containers
         from engine.core import Engine
-        from engine.records import CreateOptions
+        from engine.storage.containers import Containers
+        from engine.storage.records import CreateOptions
         from tests.imagetools import busybox_image
 
         self.root.mkdir(mode=0o700)
@@ -194,7 +194,7 @@ class Bench:
         )
 
     def bench_engine_inprocess(self) -> None:
-        from engine.rpc import Context, call
+        from engine.rpc.dispatch import Context, call
 
         ctx = Context(self.engine)
 
@@ -375,8 +375,8 @@ class Bench:
         subprocess.run([*self.podman, "system", "reset", "-f"], capture_output=True)
         subprocess.run(["umount", "-R", str(self.tmp / "podman")], capture_output=True)
         if hasattr(self, "engine"):
-            from engine import mounts
-            from engine.containers import Containers
+            from engine.storage import mounts
+            from engine.storage.containers import Containers
 
             containers = self.engine.get(Containers)
             for record in containers.list():

@@ -46,12 +46,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from engine.config import EngineConfig  # noqa: E402
-from engine.containers import Containers  # noqa: E402
 from engine.core import Engine  # noqa: E402
-from engine.exits import wait_for_file  # noqa: E402
-from engine.lifecycle import Lifecycle  # noqa: E402
-from engine.records import CreateOptions  # noqa: E402
-from engine.rpc import Context  # noqa: E402
+from engine.rpc.dispatch import Context  # noqa: E402
+from engine.runtime.exits import wait_for_file  # noqa: E402
+from engine.runtime.lifecycle import Lifecycle  # noqa: E402
+from engine.storage.containers import Containers  # noqa: E402
+from engine.storage.records import CreateOptions  # noqa: E402
 
 ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
 NO_NET = " (no net)"

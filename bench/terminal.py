@@ -37,8 +37,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engine.conmon import connect_attach  # noqa: E402
-from engine.containers import Containers  # noqa: E402
+from engine.runtime.conmon import connect_attach  # noqa: E402
+from engine.storage.containers import Containers  # noqa: E402
 from tests.imagetools import busybox_image  # noqa: E402
 from tests.stack.stackrun import Stack  # noqa: E402
 from tests.stack.test_terminal_ws import Pane, attach, create  # noqa: E402

@@ -103,7 +103,7 @@ async def channel_layer() -> AsyncIterator[Any]:
 @pytest.fixture
 async def engine_worker(engine: Engine, channel_layer: Any) -> AsyncIterator[Engine]:
     """The engine worker running in this event loop against the real Redis layer."""
-    from engine.worker import serve
+    from engine.rpc.worker import serve
 
     stop = asyncio.Event()
     task = asyncio.create_task(serve(channel_layer, engine, stop, heartbeat_interval=0.2))

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.core import Engine
-from engine.digests import chain_ids, of_bytes
-from engine.store import ImageRecord, LayerRecord, Store
+from engine.hostfs.digests import chain_ids, of_bytes
+from engine.images.store import ImageRecord, LayerRecord, Store
 
 BUSYBOX = Path("/bin/busybox")
 

@@ -1,4 +1,5 @@
-"""The web's end of the engine's bulk lane (engine/bulk.py): downloads read their chunks from a
+"""The web's end of the engine's bulk lane (engine/files/bulk.py): downloads read their chunks from
+a
 Redis list instead of channel messages when the channel layer is channels_redis, about five
 times faster. The engine tells in "fs.begin" whether it used the lane; if not, the chunks come
 as channel messages as usual."""
@@ -11,8 +12,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from engine.bulk import DATA, END, ERROR, STOP_SUFFIX
 from engine.errors import EngineError, EngineOfflineError
+from engine.files.bulk import DATA, END, ERROR, STOP_SUFFIX
 
 IDLE_TIMEOUT = 20  # seconds without a chunk: the engine is gone (below Redis' socket timeout)
 

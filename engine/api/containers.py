@@ -21,15 +21,16 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from engine import diff, mounts, rootfs, securepath
-from engine.containers import Containers, publish_container_event
 from engine.errors import InvalidInputError, NotFoundError
-from engine.podjson import ps_json
-from engine.records import ContainerRecord, CreateOptions
-from engine.rpc import Context, on_startup, op
-from engine.store import Store
-from engine.validate import CONTAINER_ID_RE, NAME_RE, Args
-from engine.volumes import parse_volume
+from engine.hostfs import securepath
+from engine.images.store import Store
+from engine.rpc.args import CONTAINER_ID_RE, NAME_RE, Args
+from engine.rpc.dispatch import Context, on_startup, op
+from engine.storage import diff, mounts, rootfs
+from engine.storage.containers import Containers, publish_container_event
+from engine.storage.podjson import ps_json
+from engine.storage.records import ContainerRecord, CreateOptions
+from engine.storage.volumes import parse_volume
 
 MAX_DU_ENTRIES = 200_000
 

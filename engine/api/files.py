@@ -1,4 +1,5 @@
-"""fs.* verbs: the file explorer over a container's merged root (engine/fs.py, transfer.py).
+"""fs.* verbs: the file explorer over a container's merged root (engine/files/explorer.py,
+transfer.py).
 
 Every verb takes ``id`` (container id, name or unique prefix) and container paths (``path``)
 that are resolved inside the container's root, whatever they contain.
@@ -28,12 +29,12 @@ import time
 from typing import Any
 
 from engine.api.containers import record_of
-from engine.bulk import BulkWriter
 from engine.errors import InvalidInputError
-from engine.fs import DEFAULT_LIMIT, MAX_LIMIT, MAX_VIEW, MAX_WRITE, Files
-from engine.rpc import Context, on_startup, op
-from engine.transfer import MAX_CHUNK, Transfers
-from engine.validate import Args
+from engine.files.bulk import BulkWriter
+from engine.files.explorer import DEFAULT_LIMIT, MAX_LIMIT, MAX_VIEW, MAX_WRITE, Files
+from engine.files.transfer import MAX_CHUNK, Transfers
+from engine.rpc.args import Args
+from engine.rpc.dispatch import Context, on_startup, op
 
 log = logging.getLogger("gantry.engine.files")
 PATH_MAX_LEN = 65536  # longer is refused by securepath with a clear message anyway
@@ -151,7 +152,7 @@ def chmod(ctx: Context, args: Args) -> dict[str, Any]:
 @op("fs.download")
 def download(ctx: Context, args: Args) -> dict[str, Any]:
     """Stream a file (or a directory as tar) to the requester, then reply with totals.
-    With ``lane`` (engine/bulk.py) the chunks go on that Redis list instead of the channel;
+    With ``lane`` (engine/files/bulk.py) the chunks go on that Redis list instead of the channel;
     "fs.begin" says which way they come."""
     record = record_of(ctx, args)
     path = _path(args)

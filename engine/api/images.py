@@ -21,13 +21,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engine import refs
-from engine.credentials import Credentials
 from engine.errors import InvalidInputError, PolicyError
 from engine.events import EVENTS_GROUP
-from engine.images import Images, list_entry
-from engine.rpc import Context, op
-from engine.validate import Args
+from engine.images.service import Images, list_entry
+from engine.registry import refs
+from engine.registry.credentials import Credentials
+from engine.rpc.args import Args
+from engine.rpc.dispatch import Context, op
 
 JOB_RE = re.compile(r"^[0-9a-f]{16}$")
 

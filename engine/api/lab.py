@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import lab
-from engine.rpc import Context, op
-from engine.validate import Args
+from engine.lab import checks as lab
+from engine.rpc.args import Args
+from engine.rpc.dispatch import Context, op
 
 
 @op("lab.check")

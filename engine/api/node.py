@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.nodeinfo import node_info
-from engine.rpc import Context, op
-from engine.validate import Args
+from engine.rpc.args import Args
+from engine.rpc.dispatch import Context, op
+from engine.runtime.nodeinfo import node_info
 
 
 @op("node.info")

@@ -1,7 +1,7 @@
 """Runtime verbs: container.start|stop|kill|pause|resume|restart|state|logs|top, exec.run;
 and the worker's start-up work: the exit watcher and the reconciliation of every container
-(see engine/lifecycle.py). ``container.remove`` (storage) stops a running container through
-the pre-remove hook that engine.lifecycle registers."""
+(see engine/runtime/lifecycle.py). ``container.remove`` (storage) stops a running container through
+the pre-remove hook that engine.runtime.lifecycle registers."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from engine.containers import Containers
 from engine.errors import EngineError
-from engine.execs import exec_bundles
-from engine.exits import ExitWatcher
-from engine.lifecycle import Lifecycle
-from engine.logs import LogCursor, read_log
-from engine.podjson import ps_json, status_text
-from engine.records import ACTIVE_STATES, ContainerRecord
-from engine.rpc import Context, on_startup, op
-from engine.runtime import Runc
-from engine.validate import CONTAINER_ID_RE, Args
+from engine.rpc.args import CONTAINER_ID_RE, Args
+from engine.rpc.dispatch import Context, on_startup, op
+from engine.runtime.execs import exec_bundles
+from engine.runtime.exits import ExitWatcher
+from engine.runtime.lifecycle import Lifecycle
+from engine.runtime.logs import LogCursor, read_log
+from engine.runtime.runc import Runc
+from engine.storage.containers import Containers
+from engine.storage.podjson import ps_json, status_text
+from engine.storage.records import ACTIVE_STATES, ContainerRecord
 
 log = logging.getLogger("gantry.engine.api.runtime")
 

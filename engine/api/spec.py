@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.rpc import Context, op
+from engine.rpc.args import Args
+from engine.rpc.dispatch import Context, op
 from engine.spec.schema import MAX_BYTES
 from engine.spec.service import SpecService
-from engine.validate import Args
 
 _REF_MAX = 128
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from engine.core import Engine
 from engine.errors import InvalidInputError
-from engine.rpc import CHANNEL_RE, Context, op
-from engine.terminal import TerminalHub
-from engine.validate import Args
+from engine.rpc.args import Args
+from engine.rpc.dispatch import CHANNEL_RE, Context, op
+from engine.terminal.hub import TerminalHub
 
 TERM_TYPE = "engine.term"
 SESSION_RE = re.compile(r"^(ctr:[0-9a-f]{64}|exec:[0-9a-f]{64}:[0-9a-f]{16,64}|test:[\w.-]{1,64})$")
@@ -72,7 +72,7 @@ def handle_term_message(engine: Engine, message: dict[str, Any]) -> None:
 
 
 def _consoles(ctx: Context) -> Any:
-    from engine.consoles import Consoles  # late: it pulls in the whole container stack
+    from engine.terminal.consoles import Consoles  # late: it pulls in the whole container stack
 
     return ctx.engine.get(Consoles)
 

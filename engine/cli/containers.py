@@ -24,7 +24,7 @@ from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError
 
 if TYPE_CHECKING:
-    from engine.containers import Containers
+    from engine.storage.containers import Containers
 
 # The verbs import the engine modules they use when they run: `python -m engine info` should
 # not pay for the container stack, nor `ps` for the registry client and the spec schema.
@@ -33,11 +33,11 @@ if TYPE_CHECKING:
 def _containers(engine: Engine, *, runtime_hooks: bool = False) -> Containers:
     """The containers service. ``runtime_hooks``: with the runtime's hooks registered
     (pre-remove: stop and delete the runc state; sync: ask conmon and runc), which
-    engine.lifecycle adds when it is imported."""
-    from engine.containers import Containers
+    engine.runtime.lifecycle adds when it is imported."""
+    from engine.storage.containers import Containers
 
     if runtime_hooks:
-        from engine import lifecycle  # noqa: F401
+        from engine.runtime import lifecycle  # noqa: F401
     return engine.get(Containers)
 
 
@@ -57,8 +57,8 @@ def parse_entrypoint(value: str | None) -> list[str] | None:
 
 
 def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.records import CreateOptions
-    from engine.volumes import parse_volume
+    from engine.storage.records import CreateOptions
+    from engine.storage.volumes import parse_volume
 
     options = CreateOptions(
         command=list(args.command),
@@ -110,7 +110,7 @@ def cmd_unmount(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_diff(engine: Engine, args: argparse.Namespace) -> int:
     from engine.api.containers import changes
-    from engine.rpc import Context
+    from engine.rpc.dispatch import Context
 
     record = _containers(engine).get(args.name)
     found = changes(Context(engine), record)
@@ -131,7 +131,7 @@ def cmd_diff(engine: Engine, args: argparse.Namespace) -> int:
 def split_cp_arg(arg: str) -> tuple[str | None, str]:
     """ "NAME:/path" -> (NAME, "/path"); a host path (no colon before the first slash, or a
     leading "." or "/") -> (None, arg)."""
-    from engine.validate import NAME_RE
+    from engine.rpc.args import NAME_RE
 
     head, sep, tail = arg.partition(":")
     if sep and head and "/" not in head and not head.startswith(".") and NAME_RE.match(head):
@@ -140,7 +140,7 @@ def split_cp_arg(arg: str) -> tuple[str | None, str]:
 
 
 def cmd_cp(engine: Engine, args: argparse.Namespace) -> int:
-    from engine import transfer
+    from engine.files import transfer
 
     src_ref, src = split_cp_arg(args.src)
     dst_ref, dst = split_cp_arg(args.dst)
@@ -169,8 +169,8 @@ def _short(text: str) -> str:
 
 
 def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.podjson import created_text, effective_command, ps_json, status_text
-    from engine.records import ACTIVE_STATES
+    from engine.storage.podjson import created_text, effective_command, ps_json, status_text
+    from engine.storage.records import ACTIVE_STATES
 
     containers = _containers(engine, runtime_hooks=True)
     records = [containers.synced(r) for r in containers.list()]

@@ -22,8 +22,8 @@ from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError
 
 if TYPE_CHECKING:
-    from engine.images import Images
-    from engine.pull import PullJob
+    from engine.images.pull import PullJob
+    from engine.images.service import Images
 
 BAR = 30
 
@@ -76,14 +76,14 @@ def register(sub: Any) -> None:
 
 def _images(engine: Engine) -> Images:
     """The images service, imported when a verb runs (it brings the registry client)."""
-    from engine.images import Images
+    from engine.images.service import Images
 
     return engine.get(Images)
 
 
 def _prepare(engine: Engine) -> None:
     """The CLI has no worker start-up: sweep abandoned work (locked work is left alone)."""
-    from engine.store import Store
+    from engine.images.store import Store
 
     engine.ensure_root()
     engine.get(Store).sweep_tmp()
@@ -162,7 +162,7 @@ class TerminalProgress:
 
 
 def cmd_pull(engine: Engine, args: argparse.Namespace) -> int:
-    from engine import refs
+    from engine.registry import refs
 
     _prepare(engine)
     images = _images(engine)
@@ -181,7 +181,7 @@ def cmd_pull(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.images import created_unix, list_entry
+    from engine.images.service import created_unix, list_entry
 
     records = _images(engine).images()
     if args.format == "json":
@@ -244,7 +244,7 @@ def cmd_load(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_login(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.credentials import Credentials
+    from engine.registry.credentials import Credentials
 
     engine.ensure_root()
     username = args.username or input("Username: ")
@@ -262,7 +262,7 @@ def cmd_login(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_logout(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.credentials import Credentials
+    from engine.registry.credentials import Credentials
 
     if not engine.get(Credentials).remove(args.registry):
         raise InvalidInputError(f"not logged into {args.registry}")

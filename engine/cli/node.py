@@ -16,7 +16,7 @@ def register(sub: Any) -> None:
 
 
 def info(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.nodeinfo import node_info
+    from engine.runtime.nodeinfo import node_info
 
     data = node_info(engine.config)
     if args.format == "json":

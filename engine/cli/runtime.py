@@ -14,7 +14,7 @@ from engine.core import Engine
 from engine.errors import EngineError, RuntimeFailedError
 
 if TYPE_CHECKING:
-    from engine.lifecycle import Lifecycle
+    from engine.runtime.lifecycle import Lifecycle
 
 FOLLOW_INTERVAL = 0.1
 
@@ -22,7 +22,7 @@ FOLLOW_INTERVAL = 0.1
 def _lifecycle(engine: Engine) -> Lifecycle:
     """The runtime service, imported when a verb runs (it brings the container stack and
     registers the runtime's hooks on Containers)."""
-    from engine.lifecycle import Lifecycle
+    from engine.runtime.lifecycle import Lifecycle
 
     return engine.get(Lifecycle)
 
@@ -72,9 +72,9 @@ def cmd_restart(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
     """The container's output; with -f, keep printing what it writes until it stops."""
-    from engine.containers import Containers
-    from engine.logs import LogChunk, LogCursor, last_lines, read_log
-    from engine.records import ACTIVE_STATES
+    from engine.runtime.logs import LogChunk, LogCursor, last_lines, read_log
+    from engine.storage.containers import Containers
+    from engine.storage.records import ACTIVE_STATES
 
     lifecycle = _lifecycle(engine)
     record = lifecycle.get_synced(args.name)
@@ -158,8 +158,8 @@ def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_top(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.records import ACTIVE_STATES
-    from engine.runtime import Runc
+    from engine.runtime.runc import Runc
+    from engine.storage.records import ACTIVE_STATES
 
     record = _lifecycle(engine).get_synced(args.name)
     if record.state not in ACTIVE_STATES:

@@ -149,8 +149,8 @@ def pump(
 
 
 def cmd_attach(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.conmon import attach_socket_path, connect_attach, write_ctl
-    from engine.lifecycle import Lifecycle
+    from engine.runtime.conmon import attach_socket_path, connect_attach, write_ctl
+    from engine.runtime.lifecycle import Lifecycle
 
     detach_keys = parse_detach_keys(args.detach_keys)
     lifecycle = engine.get(Lifecycle)
@@ -187,7 +187,7 @@ def exec_interactive(engine: Engine, args: argparse.Namespace, command: list[str
     """`exec [-t] [-i] NAME CMD...` (``command``: CMD, not empty): exit with the command's
     status (125 when the exec could not start, 126/127 as podman for not executable / not
     found)."""
-    from engine.lifecycle import Lifecycle
+    from engine.runtime.lifecycle import Lifecycle
 
     use_tty = bool(args.tty) and sys.stdout.isatty()
     session = engine.get(Lifecycle).exec_session(

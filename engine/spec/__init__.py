@@ -6,7 +6,7 @@ keeps a container's bundle.
     users.py       /etc/passwd and /etc/group, ``-u`` resolution (runc's rules)
     defaults.py    podman's fixed parts (capabilities, mounts, masked paths, ...)
     seccomp.py     our default seccomp profile
-    schema.py      strict JSON parsing and JSON-schema validation (engine/spec_schema.json)
+    schema.py      strict JSON parsing and JSON-schema validation (engine/spec/schema.json)
     policy.py      the admin's policy knobs (engine config ``policy.spec``), what the engine owns
     rules.py       the policy checks, each refusal naming its rule and field path
     help.py        help texts of the fields (the web imports it: plain data)
@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.containers import ContainerRecord
     from engine.core import Engine
+    from engine.storage.containers import ContainerRecord
 
 
 def generate(engine: Engine, record: ContainerRecord) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import InvalidInputError
-from engine.securepath import clean
+from engine.hostfs.securepath import clean
 from engine.spec import defaults
 from engine.spec.seccomp import default_profile
 from engine.spec.users import additional_gids, resolve_user

@@ -8,8 +8,8 @@ import resource
 from collections.abc import Mapping
 from typing import Any
 
-from engine.containers import ContainerRecord
 from engine.spec import generator
+from engine.storage.containers import ContainerRecord
 
 # Linux rlimit numbers (the resource module lacks some names, e.g. RLIMIT_LOCKS).
 _RLIMIT_NUMBERS = {

@@ -27,7 +27,7 @@ from typing import Any
 
 from engine.config import EngineConfig
 from engine.errors import InvalidInputError
-from engine.securepath import clean
+from engine.hostfs.securepath import clean
 from engine.spec import defaults
 
 _POLICY_KEYS = {

@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.config import DEFAULT_CONFIG
-from engine.securepath import clean
+from engine.hostfs.securepath import clean
 from engine.spec import defaults
 from engine.spec.policy import Expected, SpecPolicy, allowed_host_path, under
 from engine.spec.schema import SpecIssue

@@ -1,5 +1,5 @@
 """Reading a config.json that a person (or anyone who can write the file) has edited: strict
-JSON parsing, then JSON-schema validation against engine/spec_schema.json (our own schema,
+JSON parsing, then JSON-schema validation against engine/spec/schema.json (our own schema,
 written from the runtime-spec's config.md and config-linux.md).
 
 The parser refuses what Python's json module would quietly accept: documents over MAX_BYTES,
@@ -21,7 +21,7 @@ import jsonschema
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 32
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "spec_schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.json"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ again at start.
     <container>/bundle/config.generated.json   what the generator wrote (for diff and reset)
     <container>/userdata/hostname, hosts       bind-mounted at /etc/hostname and /etc/hosts
 
-Every write happens under ``Containers.lock(id)`` and is atomic (engine.atomic): a failed save
+Every write happens under ``Containers.lock(id)`` and is atomic (engine.hostfs.atomic): a failed
+save
 leaves the previous file as it was. A save stores the user's text exactly as validated (their
 formatting included), so what runs is exactly what was checked. Validation is JSON (size,
 depth, duplicate keys) + schema + policy; ``validate_for_start`` does it again on the file as
@@ -28,9 +29,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from engine import atomic
-from engine.containers import CONFIGURED, CREATED, ContainerRecord, Containers
-from engine.containers import publish_container_event as _publish
 from engine.core import Engine
 from engine.errors import (
     EngineError,
@@ -40,13 +38,16 @@ from engine.errors import (
     PolicyError,
 )
 from engine.events import Publisher
-from engine.fs import read_container_file
+from engine.files.explorer import read_container_file
+from engine.hostfs import atomic
 from engine.spec import defaults, generator
 from engine.spec.inputs import host_facts, spec_options
 from engine.spec.policy import Expected, SpecPolicy
 from engine.spec.rules import check_policy
 from engine.spec.schema import MAX_BYTES, SpecIssue, SpecParseError, parse, validate_schema
 from engine.spec.users import MAX_DB_BYTES
+from engine.storage.containers import CONFIGURED, CREATED, ContainerRecord, Containers
+from engine.storage.containers import publish_container_event as _publish
 
 GENERATED = "config.generated.json"
 MAX_FIELD_DIFFS = 300

@@ -14,8 +14,8 @@ import pytest
 from playwright.sync_api import expect
 
 from engine.config import EngineConfig
-from engine.containers import Containers
 from engine.core import Engine
+from engine.storage.containers import Containers
 from tests.browser.conftest import needs_chromium
 from tests.conftest import requires
 from tests.engine.storagetools import CAN_OVERLAY

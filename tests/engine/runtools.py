@@ -189,8 +189,8 @@ def on_off_image(engine: Engine) -> Any:
 
 def create(engine: Engine, command: list[str] | None = None, **options: Any) -> Any:
     """Create a container from localhost/busybox (the image must exist)."""
-    from engine.containers import Containers
-    from engine.records import CreateOptions
+    from engine.storage.containers import Containers
+    from engine.storage.records import CreateOptions
 
     image = options.pop("image", "localhost/busybox:latest")
     name = options.pop("name", "")
@@ -212,7 +212,7 @@ class Census:
 
     @classmethod
     def take(cls, engine: Engine) -> Census:
-        from engine.store import Store
+        from engine.images.store import Store
 
         # The store keeps one flock()ed fd on the last tmp dir it made until its next one:
         # make one now so the count is the same steady state before and after.
@@ -270,10 +270,10 @@ def worker_started(engine: Engine, publisher: Any = None) -> Iterator[Engine]:
     the worker; on the way out, every terminal closed, every container removed and the
     watcher stopped, whatever a failed test left behind."""
     from engine.api.runtime import watch_exits
-    from engine.containers import Containers
-    from engine.lifecycle import Lifecycle
-    from engine.rpc import Context
-    from engine.terminal import TerminalHub
+    from engine.rpc.dispatch import Context
+    from engine.runtime.lifecycle import Lifecycle
+    from engine.storage.containers import Containers
+    from engine.terminal.hub import TerminalHub
 
     engine.ensure_root()
     watch_exits(Context(engine, publisher=publisher) if publisher else Context(engine))

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import mounts
-from engine.containers import Containers
 from engine.core import Engine
-from engine.fs import Files
-from engine.records import ContainerRecord, CreateOptions
-from engine.store import ImageRecord
+from engine.files.explorer import Files
+from engine.images.store import ImageRecord
+from engine.storage import mounts
+from engine.storage.containers import Containers
+from engine.storage.records import ContainerRecord, CreateOptions
 from tests.conftest import requires
 from tests.imagetools import busybox_image
 

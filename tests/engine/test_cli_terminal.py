@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from engine.core import Engine
-from engine.lifecycle import Lifecycle
+from engine.runtime.lifecycle import Lifecycle
 from tests.conftest import requires
 from tests.engine.runtools import RUNTIME_REASON, can_run_containers, create, worker_started
 from tests.imagetools import busybox_image
@@ -133,8 +133,8 @@ def test_attach_detaches_when_the_keys_share_a_read_with_more_input(live: Engine
     """The race as it was seen: the keys and the next bytes (there, ash's cursor report)
     arrive in one read. Stopping the CLI while they are typed puts them in one read for
     sure; the command typed before the keys is delivered, not dropped."""
-    from engine.containers import Containers
-    from engine.logs import read_all
+    from engine.runtime.logs import read_all
+    from engine.storage.containers import Containers
 
     record = create(live, ["sh"], name="att1", tty=True)
     live.get(Lifecycle).start("att1")

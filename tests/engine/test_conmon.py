@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.conmon import (
+from engine.core import Engine
+from engine.errors import RuntimeFailedError
+from engine.runtime.conmon import (
     CONMON_CGROUP,
     Conmon,
     MonitorSpec,
@@ -23,12 +25,10 @@ from engine.conmon import (
     read_exit_file,
     write_ctl,
 )
-from engine.core import Engine
-from engine.errors import RuntimeFailedError
-from engine.execs import ExecSession, exec_bundles, run_exec
-from engine.exits import ExitWatcher, wait_for_file
-from engine.logs import read_all
-from engine.runtime import Runc
+from engine.runtime.execs import ExecSession, exec_bundles, run_exec
+from engine.runtime.exits import ExitWatcher, wait_for_file
+from engine.runtime.logs import read_all
+from engine.runtime.runc import Runc
 from tests.conftest import requires
 from tests.engine.runtools import (
     RUNTIME_REASON,

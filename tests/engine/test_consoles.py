@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from engine.consoles import Consoles
-from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import InvalidInputError, InvalidStateError
-from engine.lifecycle import Lifecycle
-from engine.terminal import TerminalHub
+from engine.runtime.lifecycle import Lifecycle
+from engine.storage.containers import Containers
+from engine.terminal.consoles import Consoles
+from engine.terminal.hub import TerminalHub
 from tests.conftest import requires
 from tests.engine.runtools import (
     RUNTIME_REASON,

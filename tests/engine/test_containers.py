@@ -11,9 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from engine import containers as engine_containers
-from engine import locks
-from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import (
     ContainerNotFoundError,
@@ -24,11 +21,15 @@ from engine.errors import (
     PolicyError,
 )
 from engine.events import EVENTS_GROUP, RecordingPublisher
-from engine.fs import Files
-from engine.images import Images
-from engine.names import generate_name
-from engine.podjson import human_duration, inspect_json, ps_json, status_text
-from engine.records import (
+from engine.files.explorer import Files
+from engine.hostfs import locks
+from engine.images.service import Images
+from engine.images.store import GcResult, ImageRecord, Store
+from engine.storage import containers as engine_containers
+from engine.storage.containers import Containers
+from engine.storage.names import generate_name
+from engine.storage.podjson import human_duration, inspect_json, ps_json, status_text
+from engine.storage.records import (
     CONFIGURED,
     CREATED,
     EXITED,
@@ -38,8 +39,7 @@ from engine.records import (
     CreateOptions,
     apply_image_defaults,
 )
-from engine.store import GcResult, ImageRecord, Store
-from engine.volumes import parse_volume
+from engine.storage.volumes import parse_volume
 from tests.engine.storagetools import containers, ctr, files, image, needs_overlay, victim
 from tests.imagetools import busybox_image, make_image
 

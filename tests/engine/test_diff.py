@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from engine.api.containers import changes
-from engine.containers import Containers
 from engine.core import Engine
-from engine.diff import UPPER, LayerView, attribute
-from engine.fs import Files
-from engine.records import ContainerRecord, CreateOptions
-from engine.rpc import Context
+from engine.files.explorer import Files
+from engine.rpc.dispatch import Context
+from engine.storage.containers import Containers
+from engine.storage.diff import UPPER, LayerView, attribute
+from engine.storage.records import ContainerRecord, CreateOptions
 from tests.conftest import requires
 from tests.engine.storagetools import containers, ctr, files, image, needs_overlay
 from tests.imagetools import Dir, Whiteout, make_image

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from engine.conmon import pid_is_conmon
-from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import EngineError
-from engine.lifecycle import Lifecycle
-from engine.runtime import Runc
+from engine.runtime.conmon import pid_is_conmon
+from engine.runtime.lifecycle import Lifecycle
+from engine.runtime.runc import Runc
+from engine.storage.containers import Containers
 from tests.conftest import REPO, requires
 from tests.engine.runtools import RUNTIME_REASON, Census, can_run_containers, create, no_leaks
 from tests.imagetools import busybox_image

@@ -15,17 +15,17 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from engine.api.containers import changes
-from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import InvalidInputError, InvalidStateError, NotFoundError, PolicyError
 from engine.events import RecordingPublisher
-from engine.fs import MAX_VIEW, Files, read_container_file
-from engine.records import ContainerRecord, CreateOptions
-from engine.rpc import Context
-from engine.rpc import call as rpc_call
-from engine.store import ImageRecord
-from engine.transfer import CHUNK, Transfers, cp
-from engine.volumes import parse_volume
+from engine.files.explorer import MAX_VIEW, Files, read_container_file
+from engine.files.transfer import CHUNK, Transfers, cp
+from engine.images.store import ImageRecord
+from engine.rpc.dispatch import Context
+from engine.rpc.dispatch import call as rpc_call
+from engine.storage.containers import Containers
+from engine.storage.records import ContainerRecord, CreateOptions
+from engine.storage.volumes import parse_volume
 from tests.engine.storagetools import containers, ctr, files, image, needs_overlay, victim
 
 __all__ = ["containers", "ctr", "files", "image", "victim"]

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError, NotFoundError
-from engine.fs import Files
-from engine.records import ContainerRecord
-from engine.transfer import Transfers
+from engine.files.explorer import Files
+from engine.files.transfer import Transfers
+from engine.storage.containers import Containers
+from engine.storage.records import ContainerRecord
 from tests.engine.storagetools import (
     containers,
     ctr,

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from engine import lab
-from engine.consoles import Consoles
-from engine.containers import Containers
 from engine.core import Engine
-from engine.lifecycle import Lifecycle
-from engine.terminal import TerminalHub
-from engine.volumes import Volume
+from engine.lab import checks as lab
+from engine.runtime.lifecycle import Lifecycle
+from engine.storage.containers import Containers
+from engine.storage.volumes import Volume
+from engine.terminal.consoles import Consoles
+from engine.terminal.hub import TerminalHub
 from tests.conftest import requires
 from tests.engine.runtools import (
     RUNTIME_REASON,

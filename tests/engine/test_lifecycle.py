@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import (
     InvalidInputError,
@@ -23,10 +22,11 @@ from engine.errors import (
     RuntimeFailedError,
 )
 from engine.events import EVENTS_GROUP, RecordingPublisher
-from engine.lifecycle import Lifecycle
-from engine.logs import read_all
-from engine.runtime import Runc
-from engine.volumes import Volume
+from engine.runtime.lifecycle import Lifecycle
+from engine.runtime.logs import read_all
+from engine.runtime.runc import Runc
+from engine.storage.containers import Containers
+from engine.storage.volumes import Volume
 from tests.conftest import requires
 from tests.engine.runtools import (
     RUNTIME_REASON,
@@ -318,7 +318,7 @@ def test_reconcile_adopts_a_run_the_record_missed_and_cleans_crash_leftovers(
 ) -> None:
     """The engine died between `runc start` and saving "running": the next one adopts the
     container; a runc container left "created" by a crash before `runc start` is deleted."""
-    from engine.conmon import MonitorSpec
+    from engine.runtime.conmon import MonitorSpec
 
     lc = lifecycle(live)
     containers = live.get(Containers)
@@ -377,7 +377,7 @@ def test_a_bind_source_swapped_after_the_check_is_not_what_runc_mounts(
 ) -> None:
     """security.md D2, the race: the source is checked, then swapped for a symlink before runc
     mounts it. runc is given the directory the engine opened, not the path."""
-    from engine.conmon import Conmon
+    from engine.runtime.conmon import Conmon
 
     vols = tmp_path / "volumes"
     (vols / "sub").mkdir(parents=True)
@@ -431,8 +431,8 @@ def test_reconcile_sweeps_what_a_start_cut_off_left_pinned(live: Engine, tmp_pat
     """The engine died inside a start, with a bind staged and the pinned config.json in place:
     the next engine unmounts the staging point (never deleting through it) and puts the
     user's file back."""
-    from engine import mounts
-    from engine.reconcile import reconcile
+    from engine.runtime.reconcile import reconcile
+    from engine.storage import mounts
 
     vols = tmp_path / "volumes"
     (vols / "data").mkdir(parents=True)
@@ -466,7 +466,7 @@ def test_reconcile_sweeps_what_a_start_cut_off_left_pinned(live: Engine, tmp_pat
 )
 def test_an_exec_cannot_start_in_proc_however_it_is_spelled(tmp_path: Path, workdir: str) -> None:
     """CVE-2024-21626: a cwd under /proc (a leaked host fd). Checked on the cleaned path."""
-    from engine.execs import exec_process
+    from engine.runtime.execs import exec_process
 
     config = tmp_path / "config.json"
     config.write_text('{"process": {"args": ["sh"], "env": [], "cwd": "/"}}')

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from engine.containers import Containers
 from engine.core import Engine
-from engine.lifecycle import Lifecycle
+from engine.runtime.lifecycle import Lifecycle
+from engine.storage.containers import Containers
 from tests.conftest import requires
 from tests.engine.runtools import RUNTIME_REASON, Census, can_run_containers, create, no_leaks
 from tests.imagetools import busybox_image

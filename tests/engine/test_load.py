@@ -12,9 +12,9 @@ import pytest
 
 from engine.core import Engine
 from engine.errors import InvalidImageError, PolicyError
-from engine.images import Images
-from engine.rpc import Context, call
-from engine.store import Store
+from engine.images.service import Images
+from engine.images.store import Store
+from engine.rpc.dispatch import Context, call
 from tests.engine.clitools import engine_cli
 from tests.engine.ocibuild import Dir, File, Layout, busybox_layer, tar_bytes
 

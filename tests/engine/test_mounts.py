@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from engine import mounts, rootfs
-from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import InvalidStateError, RuntimeFailedError
-from engine.fs import Files
-from engine.records import ContainerRecord, CreateOptions
-from engine.store import ImageRecord
+from engine.files.explorer import Files
+from engine.images.store import ImageRecord
+from engine.storage import mounts, rootfs
+from engine.storage.containers import Containers
+from engine.storage.records import ContainerRecord, CreateOptions
 from tests.engine.storagetools import (
     containers,
     ctr,

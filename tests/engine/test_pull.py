@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from engine.core import Engine
-from engine.credentials import Credentials
 from engine.errors import EngineError, InvalidStateError, RegistryError
 from engine.events import RecordingPublisher
-from engine.images import Images
-from engine.pull import PullJob
-from engine.store import Store
+from engine.images.pull import PullJob
+from engine.images.service import Images
+from engine.images.store import Store
+from engine.registry.credentials import Credentials
 from tests.registry import PushedImages, Registry
 
 

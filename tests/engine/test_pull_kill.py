@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from engine.core import Engine
-from engine.rpc import Context, run_startup
-from engine.store import Store
+from engine.images.store import Store
+from engine.rpc.dispatch import Context, run_startup
 from tests.engine.hostile import Hostile, Reply
 from tests.engine.ocibuild import File, sha, tar_bytes
 

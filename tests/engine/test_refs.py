@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine import refs
 from engine.errors import InvalidInputError
+from engine.registry import refs
 
 HEX = "a" * 64
 

@@ -1,4 +1,4 @@
-"""engine.rmtree: removing trees that untrusted content shaped (deep, symlinked, overlay
+"""engine.hostfs.rmtree: removing trees that untrusted content shaped (deep, symlinked, overlay
 whiteouts, moved while being removed) without recursion, without following a symlink and with
 a bounded number of descriptors."""
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import rmtree
-from engine.containers import Containers
-from engine.records import ContainerRecord
-from engine.rmtree import remove_tree, remove_tree_at
+from engine.hostfs import rmtree
+from engine.hostfs.rmtree import remove_tree, remove_tree_at
+from engine.storage.containers import Containers
+from engine.storage.records import ContainerRecord
 from tests.engine.storagetools import containers, ctr, image, needs_overlay, victim
 
 __all__ = ["containers", "ctr", "image", "victim"]

@@ -7,7 +7,7 @@ import pytest
 from engine import errors
 from engine.core import Engine
 from engine.events import RecordingPublisher
-from engine.rpc import dispatch, parse_request
+from engine.rpc.dispatch import dispatch, parse_request
 
 GOOD = {
     "type": "engine.request",
@@ -71,7 +71,7 @@ def test_it_rejects_malformed_envelopes(bad: Any) -> None:
 def test_it_turns_a_crashing_handler_into_an_internal_error(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine import rpc
+    from engine.rpc import dispatch as rpc
 
     def boom(ctx: Any, args: Any) -> None:
         raise ZeroDivisionError("boom")

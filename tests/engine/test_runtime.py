@@ -1,4 +1,4 @@
-"""engine.runtime (the runc wrapper) and engine.logs (k8s-file): signal parsing, runc's
+"""engine.runtime.runc (the runc wrapper) and engine.runtime.logs (k8s-file): signal parsing, runc's
 messages, state/kill/pause/resume/ps/delete on a hand-made bundle, and log reading with
 partial lines, timestamps, follow cursors and truncation."""
 
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.conmon import Conmon, MonitorSpec
 from engine.core import Engine
 from engine.errors import InvalidInputError, RuntimeFailedError
-from engine.exits import wait_for_file
-from engine.logs import LogCursor, last_lines, read_all, read_log
-from engine.runtime import Runc, parse_signal, runc_message
+from engine.runtime.conmon import Conmon, MonitorSpec
+from engine.runtime.exits import wait_for_file
+from engine.runtime.logs import LogCursor, last_lines, read_all, read_log
+from engine.runtime.runc import Runc, parse_signal, runc_message
 from tests.conftest import requires
 from tests.engine.runtools import RUNTIME_REASON, busybox_rootfs, can_run_containers, make_bundle
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InvalidInputError
-from engine.securepath import Root, clean, split
+from engine.hostfs.securepath import Root, clean, split
 
 
 @pytest.fixture

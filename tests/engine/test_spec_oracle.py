@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from engine.config import EngineConfig
-from engine.containers import Containers
 from engine.core import Engine
-from engine.records import CreateOptions
+from engine.images.store import Store
 from engine.spec.service import SpecService, field_diff
-from engine.store import Store
-from engine.volumes import Volume
+from engine.storage.containers import Containers
+from engine.storage.records import CreateOptions
+from engine.storage.volumes import Volume
 from tests.conftest import requires
 from tests.imagetools import busybox_image
 

@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 
-from engine import rpc
 from engine.config import EngineConfig
-from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import InvalidInputError, InvalidStateError, PolicyError
 from engine.events import EVENTS_GROUP, RecordingPublisher
-from engine.records import ContainerRecord, CreateOptions
+from engine.rpc import dispatch as rpc
 from engine.spec import validate_for_start
 from engine.spec.service import GENERATED, SpecService
-from engine.volumes import Volume
+from engine.storage.containers import Containers
+from engine.storage.records import ContainerRecord, CreateOptions
+from engine.storage.volumes import Volume
 from tests.conftest import requires
 from tests.engine.clitools import engine_cli
 from tests.imagetools import File, Layer, busybox_image

@@ -9,8 +9,8 @@ import pytest
 
 from engine.core import Engine
 from engine.errors import ImageNotFoundError, InvalidInputError
-from engine.rpc import Context
-from engine.store import Store, sweep_at_startup
+from engine.images.store import Store, sweep_at_startup
+from engine.rpc.dispatch import Context
 from tests.imagetools import busybox_image, make_image
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from engine import terminal
 from engine.errors import InvalidInputError
-from engine.terminal import Session
+from engine.terminal import hub as terminal
+from engine.terminal.hub import Session
 
 
 class Viewers:

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from engine.config import EngineConfig
-from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import InvalidInputError, NotFoundError, PolicyError
-from engine.records import ContainerRecord, CreateOptions
-from engine.store import ImageRecord
-from engine.transfer import cp, cp_to_tar
-from engine.volumes import parse_volume
+from engine.files.transfer import cp, cp_to_tar
+from engine.images.store import ImageRecord
+from engine.storage.containers import Containers
+from engine.storage.records import ContainerRecord, CreateOptions
+from engine.storage.volumes import parse_volume
 from tests.engine.storagetools import containers, image, needs_overlay, snapshot, victim
 from tests.imagetools import busybox_image
 

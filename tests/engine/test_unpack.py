@@ -1,4 +1,4 @@
-"""engine.unpack on real tar streams built entry by entry (tests/engine/ocibuild.py), with a
+"""engine.layers.unpack on real tar streams built entry by entry (tests/engine/ocibuild.py), with a
 sibling ``victim`` directory that must come out untouched (moby's testBreakout pattern)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 import zstandard
 
 from engine.errors import InvalidImageError
-from engine.unpack import UnpackResult, unpack_stream
+from engine.layers.unpack import UnpackResult, unpack_stream
 from tests.conftest import REPO, requires
 from tests.engine.ocibuild import (
     Char,
@@ -350,7 +350,7 @@ def test_it_applies_the_root_entry(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
 def test_the_fast_header_parser_agrees_with_tarfile(fmt: int) -> None:
-    from engine.tarstream import FastTarInfo as _FastTarInfo
+    from engine.layers.tarstream import FastTarInfo as _FastTarInfo
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
@@ -386,7 +386,7 @@ def test_the_fast_header_parser_agrees_with_tarfile(fmt: int) -> None:
 def test_the_pool_takes_over_when_creating_files_is_slow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import engine.writepool as writepool
+    import engine.layers.writepool as writepool
 
     monkeypatch.setattr(writepool, "ADAPT_WINDOW", 8)
     monkeypatch.setattr(writepool, "SLOW_CREATE", -1.0)  # every create counts as slow
@@ -412,7 +412,7 @@ _MEASURE = """
 import json, resource, sys, time
 from pathlib import Path
 from engine.errors import InvalidImageError
-from engine.unpack import unpack_stream
+from engine.layers.unpack import unpack_stream
 
 def run(blob, diff):
     Path(diff).mkdir()

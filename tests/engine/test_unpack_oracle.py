@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from engine.core import Engine
-from engine.images import Images
-from engine.store import Store
+from engine.images.service import Images
+from engine.images.store import Store
 from tests.conftest import requires
 from tests.registry import PushedImages, Registry
 

@@ -9,7 +9,7 @@ import pytest
 
 from engine.config import EngineConfig
 from engine.errors import InvalidInputError, NotFoundError, PolicyError
-from engine.volumes import Volume, check_volume, check_volumes, parse_volume
+from engine.storage.volumes import Volume, check_volume, check_volumes, parse_volume
 
 
 @pytest.fixture

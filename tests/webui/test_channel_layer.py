@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio
 from django.conf import settings
 
-from engine.worker import LayerPublisher
+from engine.rpc.worker import LayerPublisher
 from webui.channel_layer import GantryRedisChannelLayer
 
 

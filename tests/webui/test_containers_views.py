@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from django.test import AsyncClient
 
-from engine.containers import Containers
 from engine.core import Engine
-from engine.records import ContainerRecord
+from engine.storage.containers import Containers
+from engine.storage.records import ContainerRecord
 from tests.engine.storagetools import needs_overlay
 from tests.webui.webtools import HTMX, alices, client_for, engine_container, stack
 from webui.models import AuditEvent, Ownership

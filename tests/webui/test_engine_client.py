@@ -10,7 +10,7 @@ import pytest
 
 from engine.core import Engine
 from engine.errors import EngineOfflineError, InvalidInputError
-from engine.rpc import engine_channel
+from engine.rpc.dispatch import engine_channel
 from webui import engine_client
 
 
@@ -53,7 +53,7 @@ async def test_it_says_offline_within_the_timeout_when_no_engine_runs(channel_la
 async def test_requests_run_concurrently(
     engine_worker: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine import rpc
+    from engine.rpc import dispatch as rpc
 
     def slow(ctx: Any, args: Any) -> str:
         time.sleep(0.5)

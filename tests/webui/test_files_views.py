@@ -17,10 +17,10 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import AsyncClient
 
-from engine.containers import Containers
 from engine.core import Engine
 from engine.errors import InvalidInputError
-from engine.records import ContainerRecord
+from engine.storage.containers import Containers
+from engine.storage.records import ContainerRecord
 from tests.engine.storagetools import needs_overlay
 from tests.webui.webtools import HTMX, alices, body, client_for, stack
 from webui.models import AuditEvent
@@ -338,8 +338,8 @@ async def test_downloads_without_the_bulk_lane(
 
 
 async def test_the_bulk_lane_stops_the_engine_when_the_reader_leaves(channel_layer: Any) -> None:
-    from engine.bulk import BulkWriter
     from engine.errors import EngineError
+    from engine.files.bulk import BulkWriter
     from webui.bulklane import new_lane, read_lane
 
     lane = new_lane()
@@ -364,8 +364,8 @@ async def test_the_bulk_lane_stops_the_engine_when_the_reader_leaves(channel_lay
 
 
 def test_the_engine_uses_no_lane_without_a_channel_layer() -> None:
-    from engine.bulk import BulkWriter
     from engine.events import RecordingPublisher
+    from engine.files.bulk import BulkWriter
 
     assert BulkWriter.open(RecordingPublisher(), "gantry:bulk:" + "a" * 32) is None
     assert BulkWriter.open(RecordingPublisher(), None) is None

@@ -14,7 +14,7 @@ import pytest
 from django.test import AsyncClient, Client
 
 from engine.core import Engine
-from engine.images import Images
+from engine.images.service import Images
 from tests.registry import PASSWORD, USER, PushedImages, Registry
 from tests.webui.test_events_consumer import communicator, session_for
 from webui.models import AuditEvent

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from django.test import AsyncClient, Client
 
-from engine.containers import Containers
 from engine.core import Engine
-from engine.records import ContainerRecord, CreateOptions
 from engine.spec.service import SpecService
+from engine.storage.containers import Containers
+from engine.storage.records import ContainerRecord, CreateOptions
 from tests.conftest import requires
 from tests.engine.test_spec_service import can_mount_overlay
 from tests.imagetools import busybox_image

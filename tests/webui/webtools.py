@@ -10,10 +10,10 @@ import pytest
 from django.conf import settings
 from django.test import AsyncClient
 
-from engine import mounts
-from engine.containers import Containers
 from engine.core import Engine
-from engine.records import ContainerRecord, CreateOptions
+from engine.storage import mounts
+from engine.storage.containers import Containers
+from engine.storage.records import ContainerRecord, CreateOptions
 from tests.imagetools import busybox_image
 from webui import engine_client
 from webui.models import Ownership

@@ -7,7 +7,7 @@ code 4400 and a reason. Frames to the browser: binary = terminal output, in orde
 
 The engine sends output to this consumer's channel with flow control: the consumer acknowledges
 what it has handed to the websocket, so a browser that keeps up gets every byte and one that
-cannot is detached by the engine with a message (engine/terminal.py).
+cannot is detached by the engine with a message (engine/terminal/hub.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from django.http import Http404
 from engine.api.terminal import MAX_COLS, MAX_INPUT, MAX_ROWS, TERM_TYPE
 from engine.errors import EngineError, NotFoundError
 from engine.events import NODES_GROUP
-from engine.rpc import engine_channel
+from engine.rpc.dispatch import engine_channel
 from webui import engine_client
 from webui.access import aget_container_for_user
 from webui.consumers.base import (

@@ -31,7 +31,7 @@ from webui.views.common import audit, engine_action, error_response
 from webui.views.containers import container_header
 
 PAGE = 500
-MAX_WRITE = 384 * 1024  # the engine's fs.write limit (engine.fs.MAX_WRITE)
+MAX_WRITE = 384 * 1024  # the engine's fs.write limit (engine.files.explorer.MAX_WRITE)
 UPLOAD_CHUNK = 384 * 1024  # bytes per engine message (each stays under 512 KiB)
 MAX_PATH = 4096
 _BAD_NAME = re.compile(r"[/\x00]")

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError
-from engine.lab import CHECKS
+from engine.lab.checks import CHECKS
 from webui import engine_client
 from webui.access import avisible_containers
 from webui.models import AuditEvent, LabRun

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from engine.containers import Containers
 from engine.core import Engine
-from engine.records import CreateOptions
 from engine.spec import generator
 from engine.spec.service import SpecService, host_facts
-from engine.volumes import Volume
+from engine.storage.containers import Containers
+from engine.storage.records import CreateOptions
+from engine.storage.volumes import Volume
 from tests.conftest import requires
 from tests.imagetools import busybox_image
 

@@ -1,7 +1,7 @@
 """python manage.py engine: the privileged engine worker.
 
 The only place where the engine meets Channels: it takes the configured channel layer and
-hands it to engine.worker.serve(). Runs as root; the web never does."""
+hands it to engine.rpc.worker.serve(). Runs as root; the web never does."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from engine.core import Engine
 from engine.errors import EngineError
-from engine.worker import serve
+from engine.rpc.worker import serve
 
 
 class Command(BaseCommand):

@@ -1,0 +1,1 @@
+"""The image store (blobs, layers, image records), pull, load, and the Images service."""

@@ -1,0 +1,299 @@
+"""The lab Gantry grew from, as facts the engine reads from real state, and the commands each
+step of a container amounts to.
+
+The lab: pull gantry/on-off; `podman create -v /mnt:/mnt`; `podman mount`; touch `test` in the
+merged root; `podman start` (the image runs top only while /mnt/on exists, so the first start
+exits 0 at once, having written config.json); touch /mnt/on; start again (Up, running top);
+`podman exec -it ... bash` and `ls` shows `test`; `podman kill`; `podman rm`.
+
+``check()`` says which of its milestones hold *now* (the web remembers which were reached, so a
+milestone stays green once it was true). ``steps()`` describes one container as the seven
+steps of the lab, each with what the engine really did, at podman's level and below it, with
+the real ids and paths filled in.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+from engine.core import Engine
+from engine.errors import EngineError, NotFoundError
+from engine.images.store import ImageRecord, Store
+from engine.storage import mounts
+from engine.storage.containers import Containers
+from engine.storage.records import RUNNING, ContainerRecord
+
+# id, what the learner reads
+CHECKS: tuple[tuple[str, str], ...] = (
+    ("pulled", "The image is pulled"),
+    ("created", "The container is created"),
+    ("test_file", "`test` exists in the container's upper dir"),
+    ("config", "config.json exists"),
+    ("first_exit", "The first start exited with 0"),
+    ("mnt_on", "/mnt/on exists"),
+    ("top_running", "The container is Up and its process is top"),
+    ("exec_saw_test", "An exec session saw `test`"),
+    ("gone", "The container is gone and nothing is mounted"),
+)
+_WORD_TEST = re.compile(r"(?:^|[\s/])test(?:\s|$)", re.M)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _image(engine: Engine, unsafe_ref: str) -> ImageRecord | None:
+    from engine.images.service import Images  # resolves short names as podman does
+
+    try:
+        return engine.get(Images).find(unsafe_ref)
+    except EngineError:
+        return None
+
+
+def _container(engine: Engine, container_id: str) -> ContainerRecord | None:
+    if not container_id:
+        return None
+    try:
+        from engine.runtime.lifecycle import Lifecycle
+
+        return engine.get(Lifecycle).get_synced(container_id)
+    except NotFoundError:
+        return None
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _volume_source(record: ContainerRecord, destination: str) -> Path | None:
+    for volume in record.options.volumes:
+        if volume.destination.rstrip("/") == destination:
+            return Path(volume.source)
+    return None
+
+
+def _exec_saw(engine: Engine, record: ContainerRecord, pattern: re.Pattern[str]) -> bool:
+    from engine.terminal.consoles import Consoles
+
+    consoles = engine.get(Consoles)
+    seen = [str(t.get("output", "")) for t in consoles.transcripts(record.id)]
+    seen += [s["output"].decode(errors="replace") for s in consoles.live_shells(record.id)]
+    return any(pattern.search(_ANSI.sub("", text)) for text in seen)
+
+
+def check(engine: Engine, image_ref: str, container_id: str = "") -> dict[str, Any]:
+    """The lab's milestones as they are now: {"checks": {id: bool}, "facts": {...}}."""
+    containers = engine.get(Containers)
+    record = _container(engine, container_id)
+    facts: dict[str, Any] = {"image": image_ref, "container": container_id}
+    result = dict.fromkeys((c for c, _ in CHECKS), False)
+    image = _image(engine, image_ref)
+    result["pulled"] = image is not None
+    facts["image_id"] = image.id.removeprefix("sha256:") if image else ""
+    if record is not None:
+        paths = containers.paths(record.id)
+        facts |= {"state": record.state, "name": record.name, "exit_code": record.exit_code}
+        result["created"] = True  # it exists: it was created (whatever it did since)
+        result["test_file"] = (paths.upper / "test").is_file()
+        result["config"] = paths.config.is_file()
+        result["first_exit"] = record.state == "exited" and record.exit_code == 0
+        source = _volume_source(record, "/mnt")
+        facts["mnt_source"] = str(source) if source else ""
+        result["mnt_on"] = source is not None and (source / "on").exists()
+        if record.state == RUNNING and record.pid:
+            facts["process"] = _process_name(record.pid)
+            result["top_running"] = facts["process"] == "top"
+        result["exec_saw_test"] = _exec_saw(engine, record, _WORD_TEST)
+    elif container_id:
+        still_mounted = any(container_id in m.mount_point for m in mounts.mountinfo())
+        result["gone"] = not still_mounted
+    return {"checks": result, "facts": facts}
+
+
+# -- one container as the lab's steps ---------------------------------------------------------
+def _podman_create(record: ContainerRecord) -> str:
+    o = record.options
+    parts = ["podman", "create", "--name", record.name]
+    for v in o.volumes:
+        parts += ["-v", f"{v.source}:{v.destination}{':ro' if v.read_only else ''}"]
+    for e in o.env:
+        parts += ["-e", e]
+    if o.workdir:
+        parts += ["-w", o.workdir]
+    if o.user:
+        parts += ["-u", o.user]
+    if o.entrypoint is not None:
+        parts += ["--entrypoint", " ".join(o.entrypoint)]
+    parts += ["-t"] if o.tty else []
+    parts += ["-i"] if o.interactive else []
+    return shlex.join([*parts, record.image_name, *o.command])
+
+
+def _registry_requests(image: ImageRecord | None, ref: str) -> list[str]:
+    if image is None:
+        return [f"podman pull {ref}"]
+    try:
+        from engine.registry.refs import parse
+
+        parsed = parse(image.names[0] if image.names else ref)
+        base = f"https://{parsed.api_host}/v2/{parsed.path}"
+        target = parsed.tag or parsed.digest
+    except (EngineError, IndexError):
+        base, target = f"https://<registry>/v2/{ref}", "latest"
+    out = [f"GET {base}/manifests/{target}    # Accept: OCI index, OCI/Docker manifests"]
+    for doc in image.manifest_chain:
+        kind, digest = doc.get("kind"), doc.get("digest", "")
+        if kind in ("manifest", "index") and digest and f"manifests/{digest}" not in out[0]:
+            out.append(f"GET {base}/manifests/{digest}    # {kind}, {doc.get('mediaType', '')}")
+        elif kind in ("config", "layer"):
+            out.append(f"GET {base}/blobs/{digest}    # {kind}, {doc.get('size', '?')} bytes")
+    return out
+
+
+def steps(engine: Engine, unsafe_ref: str) -> dict[str, Any]:
+    """The seven steps of the lab for one container, with done/next and the commands."""
+    from engine.runtime.lifecycle import Lifecycle
+    from engine.runtime.runc import Runc
+    from engine.terminal.consoles import Consoles
+
+    record = engine.get(Lifecycle).get_synced(unsafe_ref)
+    containers, store = engine.get(Containers), engine.get(Store)
+    paths = containers.paths(record.id)
+    image = _image(engine, record.image_id) or _image(engine, record.image_name)
+    runc = engine.get(Runc)
+    runc_root = f"runc --root {runc.root}"
+    cid, name = record.id, record.name
+    overlay = containers.overlay(record)
+    mounted = mounts.is_mounted(paths.merged)
+    layer_dirs = [str(store.layer_diff(c)) for c in record.layers]
+    shells = engine.get(Consoles).transcripts(cid)
+    started = record.started_at is not None
+    return {
+        "id": cid,
+        "name": name,
+        "state": record.state,
+        "steps": [
+            {
+                "key": "pull",
+                "title": "Pull",
+                "done": image is not None,
+                "podman": [f"podman pull {record.image_name}"],
+                "low": [
+                    *_registry_requests(image, record.image_name),
+                    *[
+                        f"gzip -dc <blob> | tar -x -C {d}    # whiteouts become 0/0 devices"
+                        for d in layer_dirs
+                    ],
+                ],
+            },
+            {
+                "key": "create",
+                "title": "Create",
+                "done": True,
+                "podman": [_podman_create(record)],
+                "low": [
+                    f"mkdir -p {paths.upper} {paths.work} {paths.merged} {paths.bundle}",
+                    f"cat {paths.record}    # the container's record",
+                ],
+            },
+            {
+                "key": "mount",
+                "title": "Mount & browse",
+                "done": mounted or record.mount_count > 0 or _has_changes(paths.upper),
+                "podman": [
+                    f"podman mount {name}",
+                    f"ls $(podman mount {name})",
+                    f"touch $(podman mount {name})/test",
+                ],
+                "low": [
+                    overlay.command_line(),
+                    f"ls {paths.merged}",
+                    f"touch {paths.merged}/test",
+                    f"ls {paths.upper}    # the change lands in the upper dir",
+                ],
+            },
+            {
+                "key": "spec",
+                "title": "Spec",
+                "done": paths.config.is_file(),
+                "podman": [f"podman init {name}"],
+                "low": [
+                    f"cat {paths.config}",
+                    "runc spec    # the runtime-spec template it starts from",
+                ],
+            },
+            {
+                "key": "start",
+                "title": "Start",
+                "done": started,
+                "podman": [f"podman start {name}"],
+                "low": [
+                    f"conmon --api-version 1 -c {cid} -r {runc.binary} -b {paths.bundle} "
+                    f"-l k8s-file:{paths.userdata}/ctr.log --exit-dir {runc.root.parent}/exits ...",
+                    f"{runc_root} create --bundle {paths.bundle} --console-socket <conmon's> {cid}",
+                    f"{runc_root} start {cid}",
+                    f"{runc_root} state {cid}",
+                ],
+            },
+            {
+                "key": "terminal",
+                "title": "Terminal",
+                "done": bool(shells),
+                "podman": [f"podman exec -it {name} bash", f"podman attach {name}"],
+                "low": [
+                    f"conmon ... --exec --exec-process-spec {paths.bundle}/<exec>/exec-process-*",
+                    f"{runc_root} exec --tty --console-socket <conmon's> "
+                    f"--process <exec-process> {cid}",
+                ],
+            },
+            {
+                "key": "remove",
+                "title": "Stop & remove",
+                "done": False,
+                "podman": [f"podman kill {name}", f"podman rm {name}"],
+                "low": [
+                    f"{runc_root} kill {cid} KILL",
+                    f"{runc_root} delete {cid}",
+                    f"umount {paths.merged}",
+                    f"rm -rf {paths.root}",
+                ],
+            },
+        ],
+    }
+
+
+def _has_changes(upper: Path) -> bool:
+    try:
+        return any(upper.iterdir())
+    except OSError:
+        return False
+
+
+def touch_in_volume(engine: Engine, unsafe_ref: str, destination: str, unsafe_name: str) -> str:
+    """Create an empty file in the host directory behind one of a container's volumes (the
+    lab's `touch /mnt/on`, done from the browser). The name is one path component, created
+    inside the volume's (allowlisted) source, never through a symlink out of it."""
+    import os
+
+    from engine.errors import InvalidInputError
+    from engine.hostfs.securepath import Root
+
+    if (
+        not unsafe_name
+        or "/" in unsafe_name
+        or unsafe_name in (".", "..")
+        or len(unsafe_name) > 255
+    ):
+        raise InvalidInputError("name: one file name, no '/'")
+    record = engine.get(Containers).get(unsafe_ref)
+    source = _volume_source(record, destination.rstrip("/") or "/")
+    if source is None:
+        raise NotFoundError(f"container {record.name} has no volume at {destination}")
+    with Root(source) as root:
+        fd = root.open(unsafe_name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        os.close(fd)
+    return str(source / unsafe_name)

@@ -1,0 +1,2 @@
+"""OCI registries: references, the HTTP client (the only user of requests), auth, host policy,
+credentials, blobs, manifests."""

@@ -1,0 +1,2 @@
+"""Running containers: runc, conmon, the lifecycle, reconcile at start, exit files, exec sessions,
+logs."""

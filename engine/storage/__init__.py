@@ -1,0 +1,2 @@
+"""Containers' storage: records, names, rootfs and overlay mounts, binds, volumes, diff,
+podman-style JSON."""

@@ -1,0 +1,156 @@
+"""Containers as podman shows them: the ``ps`` columns and JSON, and ``inspect``'s JSON, with
+podman's field names and wording (``status_text`` is the one place a state is worded)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.storage.records import EXITED, PAUSED, RUNNING, ContainerPaths, ContainerRecord
+
+
+# -- status text (podman ps) ------------------------------------------------------------------
+def human_duration(seconds: float) -> str:
+    """go-units HumanDuration, which podman uses for "Up 5 seconds" and "3 minutes ago"."""
+    secs = int(seconds)
+    if secs < 1:
+        return "Less than a second"
+    if secs == 1:
+        return "1 second"
+    if secs < 60:
+        return f"{secs} seconds"
+    minutes = secs // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def status_text(record: ContainerRecord, now: float | None = None) -> str:
+    """The STATUS column of ``podman ps -a``: "Created", "Up 5 seconds", "Paused",
+    "Exited (0) 3 seconds ago"."""
+    now = time.time() if now is None else now
+    if record.state == RUNNING:
+        return "Up " + human_duration(now - (record.started_at or now))
+    if record.state == PAUSED:
+        return "Paused"
+    if record.state == EXITED:
+        code = record.exit_code if record.exit_code is not None else 0
+        return f"Exited ({code}) {human_duration(now - (record.finished_at or now))} ago"
+    return "Created"
+
+
+def created_text(record: ContainerRecord, now: float | None = None) -> str:
+    """The CREATED column: "3 minutes ago"."""
+    now = time.time() if now is None else now
+    return human_duration(now - record.created) + " ago"
+
+
+def effective_command(record: ContainerRecord) -> list[str]:
+    """What runs: entrypoint followed by command."""
+    return list(record.options.entrypoint or []) + list(record.options.command)
+
+
+def _rfc3339(ts: float | None) -> str:
+    if not ts:
+        return "0001-01-01T00:00:00Z"
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def ps_json(record: ContainerRecord, now: float | None = None) -> dict[str, Any]:
+    """One element of ``podman ps -a --format json`` (podman's field names)."""
+    return {
+        "Id": record.id,
+        "Names": [record.name],
+        "Image": record.image_name,
+        "ImageID": record.image_id.removeprefix("sha256:"),
+        "Command": effective_command(record),
+        "Created": int(record.created),
+        "CreatedAt": created_text(record, now),
+        "State": record.state,
+        "Status": status_text(record, now),
+        "ExitCode": record.exit_code if record.exit_code is not None else 0,
+        "Exited": record.state == EXITED,
+        "ExitedAt": int(record.finished_at or 0),
+        "StartedAt": int(record.started_at or 0),
+        "Pid": record.pid,
+        "Mounts": [v.destination for v in record.options.volumes],
+        "Labels": dict(record.options.labels) or None,
+        "Node": record.node,
+        "MountCount": record.mount_count,
+    }
+
+
+def inspect_json(
+    record: ContainerRecord, paths: ContainerPaths, lower_dirs: list[Path]
+) -> dict[str, Any]:
+    """``podman inspect`` of a container (podman's field names). ``lower_dirs`` bottom to
+    top (they are printed top first, as overlayfs takes them)."""
+    o = record.options
+    return {
+        "Id": record.id,
+        "Created": _rfc3339(record.created),
+        "Path": effective_command(record)[0] if effective_command(record) else "",
+        "Args": effective_command(record)[1:],
+        "State": {
+            "Status": record.state,
+            "Running": record.state == RUNNING,
+            "Paused": record.state == PAUSED,
+            "ExitCode": record.exit_code if record.exit_code is not None else 0,
+            "Pid": record.pid,
+            "ConmonPid": record.conmon_pid,
+            "StartedAt": _rfc3339(record.started_at),
+            "FinishedAt": _rfc3339(record.finished_at),
+            "Error": record.error,
+        },
+        "Image": record.image_id.removeprefix("sha256:"),
+        "ImageName": record.image_name,
+        "Name": record.name,
+        "MountCount": record.mount_count,
+        "Node": record.node,
+        "Config": {
+            "Hostname": o.hostname,
+            "Cmd": list(o.command),
+            "Entrypoint": list(o.entrypoint or []),
+            "Env": list(o.env),
+            "WorkingDir": o.workdir,
+            "User": o.user,
+            "Tty": o.tty,
+            "OpenStdin": o.interactive,
+            "Labels": dict(o.labels) or None,
+        },
+        "Mounts": [
+            {
+                "Type": "bind",
+                "Source": v.source,
+                "Destination": v.destination,
+                "RW": not v.read_only,
+                "Options": ["rbind"],
+                "Propagation": "rprivate",
+            }
+            for v in o.volumes
+        ],
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": {
+                "LowerDir": ":".join(str(p) for p in reversed(lower_dirs)),
+                "UpperDir": str(paths.upper),
+                "WorkDir": str(paths.work),
+                "MergedDir": str(paths.merged),
+            },
+        },
+    }
