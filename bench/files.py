@@ -194,7 +194,8 @@ class Bench:
         )
 
     def bench_engine_inprocess(self) -> None:
-        from engine.rpc.dispatch import Context, call
+        from engine.api.base import Context
+        from engine.rpc.dispatch import call
 
         ctx = Context(self.engine)
 

@@ -45,9 +45,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from engine.api.base import Context  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
 from engine.core import Engine  # noqa: E402
-from engine.rpc.dispatch import Context  # noqa: E402
 from engine.runtime.exits import wait_for_file  # noqa: E402
 from engine.runtime.lifecycle import Lifecycle  # noqa: E402
 from engine.storage.containers import Containers  # noqa: E402

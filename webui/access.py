@@ -25,7 +25,7 @@ def get_container_for_user(user: Any, container_id: str) -> Ownership:
     admin). Http404 otherwise: another user's container does not exist for them."""
     from django.http import Http404
 
-    from engine.rpc.args import CONTAINER_ID_RE
+    from engine.protocol import CONTAINER_ID_RE
 
     if not getattr(user, "is_authenticated", False) or not CONTAINER_ID_RE.match(container_id):
         raise Http404("no such container")

@@ -21,7 +21,7 @@ from django.conf import settings
 
 from engine.config import default_node
 from engine.errors import EngineError, EngineOfflineError, InvalidInputError, from_dict
-from engine.rpc.dispatch import REQUEST_TYPE, engine_channel
+from engine.protocol import REQUEST_TYPE, engine_channel
 
 
 def node_name(node: str | None = None) -> str:

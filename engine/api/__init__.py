@@ -1,5 +1,2 @@
-"""The engine's verbs, one module per domain. Importing this package registers them all."""
-
-from __future__ import annotations
-
-from engine.api import containers, files, images, lab, node, runtime, spec, terminal  # noqa: F401
+"""The engine's verbs, one module per domain (engine.api.verbs lists them), on the framework of
+engine.api.base (Context, ``@op``) and engine.api.args (argument checks)."""

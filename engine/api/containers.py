@@ -21,11 +21,12 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from engine.api.args import Args
+from engine.api.base import Context, op
 from engine.errors import InvalidInputError, NotFoundError
 from engine.hostfs import securepath
 from engine.images.store import Store
-from engine.rpc.args import CONTAINER_ID_RE, NAME_RE, Args
-from engine.rpc.dispatch import Context, on_startup, op
+from engine.protocol import CONTAINER_ID_RE, NAME_RE
 from engine.storage import diff, mounts, rootfs
 from engine.storage.containers import Containers, publish_container_event
 from engine.storage.podjson import ps_json
@@ -246,7 +247,6 @@ def storage(ctx: Context, args: Args) -> dict[str, Any]:
     }
 
 
-@on_startup
 def reconcile_mounts(ctx: Context) -> None:
     """After a restart or a reboot: records and the kernel's mount table agree again."""
     changed = rootfs.reconcile_mounts(ctx.engine.get(Containers))

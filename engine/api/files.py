@@ -28,13 +28,13 @@ import threading
 import time
 from typing import Any
 
+from engine.api.args import Args
+from engine.api.base import Context, op
 from engine.api.containers import record_of
 from engine.errors import InvalidInputError
 from engine.files.bulk import BulkWriter
 from engine.files.explorer import DEFAULT_LIMIT, MAX_LIMIT, MAX_VIEW, MAX_WRITE, Files
 from engine.files.transfer import MAX_CHUNK, Transfers
-from engine.rpc.args import Args
-from engine.rpc.dispatch import Context, on_startup, op
 
 log = logging.getLogger("gantry.engine.files")
 PATH_MAX_LEN = 65536  # longer is refused by securepath with a clear message anyway
@@ -256,7 +256,6 @@ def upload_abort(ctx: Context, args: Args) -> dict[str, Any]:
     return ctx.engine.get(Transfers).upload_abort(upload, user=ctx.user)
 
 
-@on_startup
 def reap_uploads(ctx: Context) -> None:
     """Abandoned uploads (the browser went away) are aborted after a while: their temporary
     files go, the old files stay."""

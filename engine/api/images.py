@@ -21,13 +21,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+from engine.api.args import Args
+from engine.api.base import Context, op
 from engine.errors import InvalidInputError, PolicyError
 from engine.events import EVENTS_GROUP
 from engine.images.service import Images, list_entry
+from engine.images.store import Store
 from engine.registry import refs
 from engine.registry.credentials import Credentials
-from engine.rpc.args import Args
-from engine.rpc.dispatch import Context, op
 
 JOB_RE = re.compile(r"^[0-9a-f]{16}$")
 
@@ -130,3 +131,11 @@ def logins(ctx: Context, args: Args) -> list[dict[str, str]]:
         {"registry": login.registry, "username": login.username}
         for login in ctx.engine.get(Credentials).list()
     ]
+
+
+def sweep_store(ctx: Context) -> None:
+    """At startup: partial downloads and extractions of a crashed engine are never referenced;
+    delete them, then collect what no image refers to any more."""
+    store = ctx.engine.get(Store)
+    store.sweep_tmp()
+    store.gc()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.api.args import Args
+from engine.api.base import Context, op
 from engine.lab import checks as lab
-from engine.rpc.args import Args
-from engine.rpc.dispatch import Context, op
 
 
 @op("lab.check")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.rpc.args import Args
-from engine.rpc.dispatch import Context, op
+from engine.api.args import Args
+from engine.api.base import Context, op
 from engine.runtime.nodeinfo import node_info
 
 

@@ -10,9 +10,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from engine.api.args import Args
+from engine.api.base import Context, op
 from engine.errors import EngineError
-from engine.rpc.args import CONTAINER_ID_RE, Args
-from engine.rpc.dispatch import Context, on_startup, op
+from engine.protocol import CONTAINER_ID_RE
 from engine.runtime.execs import exec_bundles
 from engine.runtime.exits import ExitWatcher
 from engine.runtime.lifecycle import Lifecycle
@@ -203,7 +204,6 @@ def exec_run(ctx: Context, args: Args) -> dict[str, Any]:
     }
 
 
-@on_startup
 def watch_exits(ctx: Context) -> None:
     """Start the exit watcher, then rebuild every container's state from its files. The
     watch is in place before the reconciliation, so an exit in between is not missed."""

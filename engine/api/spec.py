@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.rpc.args import Args
-from engine.rpc.dispatch import Context, op
+from engine.api.args import Args
+from engine.api.base import Context, op
 from engine.spec.schema import MAX_BYTES
 from engine.spec.service import SpecService
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from engine.api.args import Args
+from engine.api.base import Context, op
 from engine.core import Engine
 from engine.errors import InvalidInputError
-from engine.rpc.args import Args
-from engine.rpc.dispatch import CHANNEL_RE, Context, op
+from engine.protocol import CHANNEL_RE
 from engine.terminal.hub import TerminalHub
 
 TERM_TYPE = "engine.term"

@@ -109,8 +109,8 @@ def cmd_unmount(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_diff(engine: Engine, args: argparse.Namespace) -> int:
+    from engine.api.base import Context
     from engine.api.containers import changes
-    from engine.rpc.dispatch import Context
 
     record = _containers(engine).get(args.name)
     found = changes(Context(engine), record)
@@ -131,7 +131,7 @@ def cmd_diff(engine: Engine, args: argparse.Namespace) -> int:
 def split_cp_arg(arg: str) -> tuple[str | None, str]:
     """ "NAME:/path" -> (NAME, "/path"); a host path (no colon before the first slash, or a
     leading "." or "/") -> (None, arg)."""
-    from engine.rpc.args import NAME_RE
+    from engine.protocol import NAME_RE
 
     head, sep, tail = arg.partition(":")
     if sep and head and "/" not in head and not head.startswith(".") and NAME_RE.match(head):

@@ -38,7 +38,6 @@ from engine.errors import ImageNotFoundError, InvalidImageError, InvalidInputErr
 from engine.hostfs import atomic, digests
 from engine.hostfs.locks import LockTimeoutError, locked
 from engine.hostfs.rmtree import remove_tree
-from engine.rpc.dispatch import Context, on_startup
 
 log = logging.getLogger("gantry.engine.store")
 
@@ -382,12 +381,3 @@ class Store:
         """Held (shared) by a pull from its first layer to its image record: gc() waits."""
         with locked(self.root, "gc", "store", shared=True, timeout=3600):
             yield
-
-
-@on_startup
-def sweep_at_startup(ctx: Context) -> None:
-    """Partial downloads and extractions of a crashed engine are never referenced: delete
-    them, then collect what no image refers to any more."""
-    store = ctx.engine.get(Store)
-    store.sweep_tmp()
-    store.gc()

@@ -5,84 +5,35 @@ Request  {"type": "engine.request", "id": str, "op": str, "args": {...}, "reply_
 Reply    {"type": "engine.reply", "id": ..., "ok": true, "result": ...}
          {"type": "engine.reply", "id": ..., "ok": false, "error": {"code", "message", ...}}
 
-Verbs are registered with ``@op("container.start")`` in the modules of engine.api; a handler
-takes a Context and an Args and returns something JSON-serialisable. Handlers are synchronous
-and run on a worker thread, so a slow one never blocks the others.
+Verbs are registered with ``@op("container.start")`` (engine.api.base) in the modules that
+engine.api.verbs lists; the dispatcher finds them in OPS.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from engine.api.args import Args
+from engine.api.base import OPS, Context
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError
-from engine.events import NullPublisher, Publisher
-from engine.rpc.args import Args
+from engine.events import Publisher
+from engine.protocol import CHANNEL_RE, ID_RE, REPLY_TYPE, REQUEST_TYPE
 
 log = logging.getLogger("gantry.engine.rpc")
 
-REQUEST_TYPE = "engine.request"
-REPLY_TYPE = "engine.reply"
-# Channel names as the channel layer accepts them (channels' own rule, plus a length cap).
-CHANNEL_RE = re.compile(r"^[a-zA-Z\d\-_.]+(![\w\-.]*)?$")
-ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-OP_RE = re.compile(r"^[a-z]+\.[a-z_]+$")
-
-
-@dataclass
-class Context:
-    engine: Engine
-    request_id: str = ""
-    user: str | None = None
-    reply_to: str = ""
-    publisher: Publisher = field(default_factory=NullPublisher)
-
-
-Handler = Callable[[Context, Args], Any]
-OPS: dict[str, Handler] = {}
-
-
-def op(name: str) -> Callable[[Handler], Handler]:
-    """Register a handler for verb ``name``."""
-    if not OP_RE.match(name):
-        raise ValueError(f"bad op name {name!r}")
-
-    def register(fn: Handler) -> Handler:
-        if name in OPS:
-            raise ValueError(f"op {name!r} registered twice")
-        OPS[name] = fn
-        return fn
-
-    return register
-
-
-StartupHook = Callable[[Context], None]
-STARTUP: list[StartupHook] = []
-
-
-def on_startup(fn: StartupHook) -> StartupHook:
-    """Run fn once when the worker starts, before it serves requests (sweeps, reconciliation,
-    watchers). A hook may start daemon threads; they should stop when engine.stopping is set."""
-    STARTUP.append(fn)
-    return fn
-
 
 def run_startup(ctx: Context) -> None:
+    from engine.api.verbs import STARTUP
+
     for hook in STARTUP:
         try:
             hook(ctx)
         except Exception:  # one broken hook must not keep the engine down
             log.exception("startup hook %s failed", getattr(hook, "__name__", hook))
-
-
-def engine_channel(node: str) -> str:
-    """The channel the worker of ``node`` consumes."""
-    return f"engine.{node}"
 
 
 def reply_ok(request_id: str, result: Any) -> dict[str, Any]:
@@ -125,7 +76,7 @@ def parse_request(message: Any) -> Request:
 
 def call(ctx: Context, op_name: str, raw_args: Any) -> Any:
     """Run one verb in this thread. Raises EngineError (or anything a handler raises)."""
-    import engine.api  # noqa: F401  (registers the verbs; imported late: they import us)
+    import engine.api.verbs  # noqa: F401  (registers the verbs; imported when first needed)
 
     handler = OPS.get(op_name)
     if handler is None:

@@ -16,19 +16,13 @@ import time
 from typing import Any, Protocol
 
 import engine.api  # noqa: F401  (registers the verbs)
+from engine.api.base import Context
 from engine.api.terminal import TERM_TYPE, handle_term_message
 from engine.core import Engine
 from engine.errors import InvalidInputError
 from engine.events import NODES_GROUP
-from engine.rpc.dispatch import (
-    CHANNEL_RE,
-    Context,
-    dispatch,
-    engine_channel,
-    parse_request,
-    reply_error,
-    run_startup,
-)
+from engine.protocol import CHANNEL_RE, engine_channel
+from engine.rpc.dispatch import dispatch, parse_request, reply_error, run_startup
 from engine.runtime.nodeinfo import node_info
 
 log = logging.getLogger("gantry.engine.worker")

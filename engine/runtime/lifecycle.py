@@ -38,7 +38,7 @@ from engine.errors import (
 )
 from engine.events import Publisher
 from engine.hostfs.locks import LockTimeoutError
-from engine.rpc.args import CONTAINER_ID_RE
+from engine.protocol import CONTAINER_ID_RE
 from engine.runtime.conmon import (
     BUNDLE_LEFTOVERS,
     Conmon,

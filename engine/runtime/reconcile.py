@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError, RuntimeFailedError
-from engine.rpc.args import CONTAINER_ID_RE
+from engine.protocol import CONTAINER_ID_RE
 from engine.runtime.conmon import pid_is_conmon, read_pid_file
 from engine.storage import binds
 from engine.storage.records import ACTIVE_STATES, PAUSED, RUNNING, ContainerRecord

@@ -57,7 +57,7 @@ from engine.events import EVENTS_GROUP, Publisher
 from engine.hostfs import atomic, digests, locks, securepath
 from engine.hostfs.rmtree import remove_tree
 from engine.images.store import Store
-from engine.rpc.args import CONTAINER_ID_RE, NAME_RE
+from engine.protocol import CONTAINER_ID_RE, NAME_RE
 from engine.storage import mounts, rootfs
 from engine.storage.names import find_image, generate_name
 from engine.storage.podjson import inspect_json, status_text

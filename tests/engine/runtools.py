@@ -269,8 +269,8 @@ def worker_started(engine: Engine, publisher: Any = None) -> Iterator[Engine]:
     """The engine with the worker's start-up work done (exit watcher + reconciliation), as in
     the worker; on the way out, every terminal closed, every container removed and the
     watcher stopped, whatever a failed test left behind."""
+    from engine.api.base import Context
     from engine.api.runtime import watch_exits
-    from engine.rpc.dispatch import Context
     from engine.runtime.lifecycle import Lifecycle
     from engine.storage.containers import Containers
     from engine.terminal.hub import TerminalHub

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.api.base import Context
 from engine.api.containers import changes
 from engine.core import Engine
 from engine.files.explorer import Files
-from engine.rpc.dispatch import Context
 from engine.storage.containers import Containers
 from engine.storage.diff import UPPER, LayerView, attribute
 from engine.storage.records import ContainerRecord, CreateOptions

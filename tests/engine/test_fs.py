@@ -14,6 +14,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
+from engine.api.base import Context
 from engine.api.containers import changes
 from engine.core import Engine
 from engine.errors import InvalidInputError, InvalidStateError, NotFoundError, PolicyError
@@ -21,7 +22,6 @@ from engine.events import RecordingPublisher
 from engine.files.explorer import MAX_VIEW, Files, read_container_file
 from engine.files.transfer import CHUNK, Transfers, cp
 from engine.images.store import ImageRecord
-from engine.rpc.dispatch import Context
 from engine.rpc.dispatch import call as rpc_call
 from engine.storage.containers import Containers
 from engine.storage.records import ContainerRecord, CreateOptions

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from engine.api.base import Context
 from engine.core import Engine
 from engine.errors import InvalidImageError, PolicyError
 from engine.images.service import Images
 from engine.images.store import Store
-from engine.rpc.dispatch import Context, call
+from engine.rpc.dispatch import call
 from tests.engine.clitools import engine_cli
 from tests.engine.ocibuild import Dir, File, Layout, busybox_layer, tar_bytes
 

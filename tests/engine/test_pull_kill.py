@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from engine.api.base import Context
 from engine.core import Engine
 from engine.images.store import Store
-from engine.rpc.dispatch import Context, run_startup
+from engine.rpc.dispatch import run_startup
 from tests.engine.hostile import Hostile, Reply
 from tests.engine.ocibuild import File, sha, tar_bytes
 

@@ -71,12 +71,12 @@ def test_it_rejects_malformed_envelopes(bad: Any) -> None:
 def test_it_turns_a_crashing_handler_into_an_internal_error(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine.rpc import dispatch as rpc
+    from engine.api import base
 
     def boom(ctx: Any, args: Any) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setitem(rpc.OPS, "node.boom", boom)
+    monkeypatch.setitem(base.OPS, "node.boom", boom)
     reply = dispatch(engine, parse_request(GOOD | {"op": "node.boom"}), RecordingPublisher())
     assert reply["ok"] is False
     assert reply["error"]["code"] == "internal"

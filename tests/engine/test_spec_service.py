@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from engine.api.base import Context
 from engine.config import EngineConfig
 from engine.core import Engine
 from engine.errors import InvalidInputError, InvalidStateError, PolicyError
@@ -286,7 +287,7 @@ def test_a_hostname_edit_updates_etc_hostname(engine: Engine, record: ContainerR
 
 
 def test_the_rpc_verbs(engine: Engine, record: ContainerRecord) -> None:
-    ctx = rpc.Context(engine, publisher=RecordingPublisher())
+    ctx = Context(engine, publisher=RecordingPublisher())
     assert rpc.call(ctx, "spec.get", {"id": record.id})["exists"] is False
     generated = rpc.call(ctx, "spec.generate", {"id": record.id})
     assert generated["state"] == "configured" and "spec" not in generated

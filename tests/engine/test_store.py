@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from engine.api.base import Context
+from engine.api.images import sweep_store
 from engine.core import Engine
 from engine.errors import ImageNotFoundError, InvalidInputError
-from engine.images.store import Store, sweep_at_startup
-from engine.rpc.dispatch import Context
+from engine.images.store import Store
 from tests.imagetools import busybox_image, make_image
 
 
@@ -72,7 +73,7 @@ def test_the_startup_sweep_removes_deep_trees_and_goes_past_a_bad_entry(
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(tmp / "b-busy.1" / "mnt")], check=True)
     try:
         with caplog.at_level(logging.WARNING, logger="gantry.engine.store"):
-            sweep_at_startup(Context(engine))
+            sweep_store(Context(engine))
         assert sorted(os.listdir(tmp)) == ["b-busy.1"]
         assert os.listdir(tmp / "b-busy.1") == ["mnt"]
         assert "b-busy.1" in caplog.text

@@ -10,7 +10,7 @@ import pytest
 
 from engine.core import Engine
 from engine.errors import EngineOfflineError, InvalidInputError
-from engine.rpc.dispatch import engine_channel
+from engine.protocol import engine_channel
 from webui import engine_client
 
 
@@ -53,13 +53,13 @@ async def test_it_says_offline_within_the_timeout_when_no_engine_runs(channel_la
 async def test_requests_run_concurrently(
     engine_worker: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine.rpc import dispatch as rpc
+    from engine.api import base
 
     def slow(ctx: Any, args: Any) -> str:
         time.sleep(0.5)
         return "done"
 
-    monkeypatch.setitem(rpc.OPS, "node.slow", slow)
+    monkeypatch.setitem(base.OPS, "node.slow", slow)
     started = time.monotonic()
     results = await asyncio.gather(*(engine_client.call("node.slow") for _ in range(8)))
     assert results == ["done"] * 8

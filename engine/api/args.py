@@ -9,9 +9,6 @@ from typing import Any
 
 from engine.errors import InvalidInputError
 
-CONTAINER_ID_RE = re.compile(r"^[0-9a-f]{64}$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
 
 class Args:
     """Typed access to a request's ``args`` dict; every ``get_*`` raises InvalidInputError

@@ -1,0 +1,16 @@
+"""Every verb module, imported once so their ``@op`` handlers are registered, and the startup
+hooks the worker runs before it serves, in this order: wired here, in one place."""
+
+from __future__ import annotations
+
+from engine.api import containers, files, images, lab, node, runtime, spec, terminal
+from engine.api.base import StartupHook
+
+STARTUP: tuple[StartupHook, ...] = (
+    images.sweep_store,
+    containers.reconcile_mounts,
+    files.reap_uploads,
+    runtime.watch_exits,
+)
+
+__all__ = ["STARTUP", "containers", "files", "images", "lab", "node", "runtime", "spec", "terminal"]
