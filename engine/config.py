@@ -9,23 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import socket
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidInputError
+from engine.protocol import NODE_RE, default_node
 
 DEFAULT_ROOT = Path("/var/lib/gantry")
 DEFAULT_CONFIG = Path("/etc/gantry/engine.json")
-_NODE_RE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def default_node() -> str:
-    """The host name, reduced to what a channel name may hold."""
-    name = _NODE_RE.sub("-", socket.gethostname())[:60].strip("-.")
-    return name or "node"
 
 
 @dataclass(frozen=True)
@@ -90,7 +82,7 @@ def load_config(
     values["root"] = Path(root_value).absolute()
     node_value = node or os.environ.get("GANTRY_NODE")
     if node_value:
-        if _NODE_RE.search(node_value) or len(node_value) > 60:
+        if NODE_RE.search(node_value) or len(node_value) > 60:
             raise InvalidInputError(f"node name {node_value!r}: letters, digits, '-', '_', '.'")
         values["node"] = node_value
     return EngineConfig(**values)

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-NODES_GROUP = "gantry.nodes"
-EVENTS_GROUP = "gantry.events"
-
 
 class Publisher(Protocol):
     def publish(self, group: str, event: dict[str, Any]) -> None:

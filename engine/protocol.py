@@ -4,6 +4,7 @@ names and ids that cross it. The web imports only this module and engine.errors.
 from __future__ import annotations
 
 import re
+import socket
 
 REQUEST_TYPE = "engine.request"
 REPLY_TYPE = "engine.reply"
@@ -18,3 +19,26 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 def engine_channel(node: str) -> str:
     """The channel the worker of ``node`` consumes."""
     return f"engine.{node}"
+
+
+# Channel-layer groups: engine heartbeats, and container/image state and pull progress.
+NODES_GROUP = "gantry.nodes"
+EVENTS_GROUP = "gantry.events"
+
+# Terminal traffic between the web's consumers and the engine's hub (no reply).
+TERM_TYPE = "engine.term"
+MAX_INPUT = 64 * 1024
+MAX_ROWS, MAX_COLS = 500, 1000
+
+# The bulk lane of downloads: a Redis list of items, each a kind byte and its payload.
+DATA, END, ERROR = b"D", b"E", b"X"
+STOP_SUFFIX = ":stop"  # the reader sets <key>:stop when it gives up
+
+# A node's name is part of its channel's name.
+NODE_RE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def default_node() -> str:
+    """The host name, reduced to what a channel name may hold."""
+    name = NODE_RE.sub("-", socket.gethostname())[:60].strip("-.")
+    return name or "node"

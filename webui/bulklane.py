@@ -13,7 +13,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from engine.errors import EngineError, EngineOfflineError
-from engine.files.bulk import DATA, END, ERROR, STOP_SUFFIX
+from engine.protocol import DATA, END, ERROR, STOP_SUFFIX
 
 IDLE_TIMEOUT = 20  # seconds without a chunk: the engine is gone (below Redis' socket timeout)
 

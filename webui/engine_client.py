@@ -19,9 +19,8 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from engine.config import default_node
 from engine.errors import EngineError, EngineOfflineError, InvalidInputError, from_dict
-from engine.protocol import REQUEST_TYPE, engine_channel
+from engine.protocol import REQUEST_TYPE, default_node, engine_channel
 
 
 def node_name(node: str | None = None) -> str:

@@ -171,7 +171,7 @@ else:
         }
     }
 
-GANTRY_NODE = env("GANTRY_NODE")  # empty: ask engine.config.default_node()
+GANTRY_NODE = env("GANTRY_NODE")  # empty: ask engine.protocol.default_node()
 GANTRY_RPC_TIMEOUT = float(env("GANTRY_RPC_TIMEOUT", "10"))
 # The largest request body (an upload form) the web accepts: the engine's default upload
 # limit (2 GiB) plus room for the multipart framing.

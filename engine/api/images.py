@@ -24,9 +24,9 @@ from typing import Any
 from engine.api.args import Args
 from engine.api.base import Context, op
 from engine.errors import InvalidInputError, PolicyError
-from engine.events import EVENTS_GROUP
 from engine.images.service import Images, list_entry
 from engine.images.store import Store
+from engine.protocol import EVENTS_GROUP
 from engine.registry import refs
 from engine.registry.credentials import Credentials
 

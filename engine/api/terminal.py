@@ -19,13 +19,10 @@ from engine.api.args import Args
 from engine.api.base import Context, op
 from engine.core import Engine
 from engine.errors import InvalidInputError
-from engine.protocol import CHANNEL_RE
+from engine.protocol import CHANNEL_RE, MAX_COLS, MAX_INPUT, MAX_ROWS
 from engine.terminal.hub import TerminalHub
 
-TERM_TYPE = "engine.term"
 SESSION_RE = re.compile(r"^(ctr:[0-9a-f]{64}|exec:[0-9a-f]{64}:[0-9a-f]{16,64}|test:[\w.-]{1,64})$")
-MAX_INPUT = 64 * 1024
-MAX_ROWS, MAX_COLS = 500, 1000
 
 
 def _session_key(message: dict[str, Any]) -> str:

@@ -29,13 +29,12 @@ import time
 from typing import Any
 
 from engine.errors import EngineError, InvalidInputError
+from engine.protocol import DATA, END, ERROR, STOP_SUFFIX
 
 LANE_RE = re.compile(r"^gantry:bulk:[A-Za-z0-9_-]{16,64}$")
 MAX_QUEUED = 64  # items waiting on the list (~28 MiB of 448 KiB chunks)
 EXPIRE_SECONDS = 60
 STALL_SECONDS = 30.0  # the reader took nothing for this long: give up
-DATA, END, ERROR = b"D", b"E", b"X"
-STOP_SUFFIX = ":stop"  # the reader sets <key>:stop when it gives up
 log = logging.getLogger("gantry.engine.bulk")
 
 

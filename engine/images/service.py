@@ -26,9 +26,10 @@ from engine.errors import (
     InvalidInputError,
     InvalidStateError,
 )
-from engine.events import EVENTS_GROUP, NullPublisher, Publisher
+from engine.events import NullPublisher, Publisher
 from engine.images.pull import PullJob, Resolved, run_job, walk_index
 from engine.images.store import ImageRecord, Store
+from engine.protocol import EVENTS_GROUP
 from engine.registry import manifests, refs
 from engine.registry.blobs import BlobReader, read_blob
 from engine.registry.client import Client

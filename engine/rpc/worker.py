@@ -17,11 +17,10 @@ from typing import Any, Protocol
 
 import engine.api  # noqa: F401  (registers the verbs)
 from engine.api.base import Context
-from engine.api.terminal import TERM_TYPE, handle_term_message
+from engine.api.terminal import handle_term_message
 from engine.core import Engine
 from engine.errors import InvalidInputError
-from engine.events import NODES_GROUP
-from engine.protocol import CHANNEL_RE, engine_channel
+from engine.protocol import CHANNEL_RE, NODES_GROUP, TERM_TYPE, engine_channel
 from engine.rpc.dispatch import dispatch, parse_request, reply_error, run_startup
 from engine.runtime.nodeinfo import node_info
 

@@ -53,11 +53,11 @@ from engine.errors import (
     InvalidInputError,
     InvalidStateError,
 )
-from engine.events import EVENTS_GROUP, Publisher
+from engine.events import Publisher
 from engine.hostfs import atomic, digests, locks, securepath
 from engine.hostfs.rmtree import remove_tree
 from engine.images.store import Store
-from engine.protocol import CONTAINER_ID_RE, NAME_RE
+from engine.protocol import CONTAINER_ID_RE, EVENTS_GROUP, NAME_RE
 from engine.storage import mounts, rootfs
 from engine.storage.names import find_image, generate_name
 from engine.storage.podjson import inspect_json, status_text

@@ -20,11 +20,12 @@ from engine.errors import (
     NotFoundError,
     PolicyError,
 )
-from engine.events import EVENTS_GROUP, RecordingPublisher
+from engine.events import RecordingPublisher
 from engine.files.explorer import Files
 from engine.hostfs import locks
 from engine.images.service import Images
 from engine.images.store import GcResult, ImageRecord, Store
+from engine.protocol import EVENTS_GROUP
 from engine.storage import containers as engine_containers
 from engine.storage.containers import Containers
 from engine.storage.names import generate_name

@@ -21,7 +21,8 @@ from engine.errors import (
     PolicyError,
     RuntimeFailedError,
 )
-from engine.events import EVENTS_GROUP, RecordingPublisher
+from engine.events import RecordingPublisher
+from engine.protocol import EVENTS_GROUP
 from engine.runtime.lifecycle import Lifecycle
 from engine.runtime.logs import read_all
 from engine.runtime.runc import Runc

@@ -19,7 +19,8 @@ from engine.api.base import Context
 from engine.config import EngineConfig
 from engine.core import Engine
 from engine.errors import InvalidInputError, InvalidStateError, PolicyError
-from engine.events import EVENTS_GROUP, RecordingPublisher
+from engine.events import RecordingPublisher
+from engine.protocol import EVENTS_GROUP
 from engine.rpc import dispatch as rpc
 from engine.spec import validate_for_start
 from engine.spec.service import GENERATED, SpecService

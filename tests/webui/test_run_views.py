@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient, Client
 
 from engine.core import Engine
-from engine.events import EVENTS_GROUP
+from engine.protocol import EVENTS_GROUP
 from engine.storage.containers import Containers
 from tests.conftest import requires
 from tests.engine.runtools import (

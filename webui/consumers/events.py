@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.events import EVENTS_GROUP, NODES_GROUP
+from engine.protocol import EVENTS_GROUP, NODES_GROUP
 from webui.consumers.base import CLOSE_BAD_MESSAGE, AuthedJsonConsumer
 
 

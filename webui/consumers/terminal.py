@@ -20,10 +20,8 @@ from typing import Any
 
 from django.http import Http404
 
-from engine.api.terminal import MAX_COLS, MAX_INPUT, MAX_ROWS, TERM_TYPE
 from engine.errors import EngineError, NotFoundError
-from engine.events import NODES_GROUP
-from engine.protocol import engine_channel
+from engine.protocol import MAX_COLS, MAX_INPUT, MAX_ROWS, NODES_GROUP, TERM_TYPE, engine_channel
 from webui import engine_client
 from webui.access import aget_container_for_user
 from webui.consumers.base import (
