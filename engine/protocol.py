@@ -42,3 +42,17 @@ def default_node() -> str:
     """The host name, reduced to what a channel name may hold."""
     name = NODE_RE.sub("-", socket.gethostname())[:60].strip("-.")
     return name or "node"
+
+
+# The lab's milestones, in order: the keys of lab.check's reply, and what the learner reads.
+LAB_CHECKS: tuple[tuple[str, str], ...] = (
+    ("pulled", "The image is pulled"),
+    ("created", "The container is created"),
+    ("test_file", "`test` exists in the container's upper dir"),
+    ("config", "config.json exists"),
+    ("first_exit", "The first start exited with 0"),
+    ("mnt_on", "/mnt/on exists"),
+    ("top_running", "The container is Up and its process is top"),
+    ("exec_saw_test", "An exec session saw `test`"),
+    ("gone", "The container is gone and nothing is mounted"),
+)

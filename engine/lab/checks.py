@@ -22,22 +22,11 @@ from typing import Any
 from engine.core import Engine
 from engine.errors import EngineError, NotFoundError
 from engine.images.store import ImageRecord, Store
+from engine.protocol import LAB_CHECKS
 from engine.storage import mounts
 from engine.storage.containers import Containers
 from engine.storage.records import RUNNING, ContainerRecord
 
-# id, what the learner reads
-CHECKS: tuple[tuple[str, str], ...] = (
-    ("pulled", "The image is pulled"),
-    ("created", "The container is created"),
-    ("test_file", "`test` exists in the container's upper dir"),
-    ("config", "config.json exists"),
-    ("first_exit", "The first start exited with 0"),
-    ("mnt_on", "/mnt/on exists"),
-    ("top_running", "The container is Up and its process is top"),
-    ("exec_saw_test", "An exec session saw `test`"),
-    ("gone", "The container is gone and nothing is mounted"),
-)
 _WORD_TEST = re.compile(r"(?:^|[\s/])test(?:\s|$)", re.M)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -90,7 +79,7 @@ def check(engine: Engine, image_ref: str, container_id: str = "") -> dict[str, A
     containers = engine.get(Containers)
     record = _container(engine, container_id)
     facts: dict[str, Any] = {"image": image_ref, "container": container_id}
-    result = dict.fromkeys((c for c, _ in CHECKS), False)
+    result = dict.fromkeys((c for c, _ in LAB_CHECKS), False)
     image = _image(engine, image_ref)
     result["pulled"] = image is not None
     facts["image_id"] = image.id.removeprefix("sha256:") if image else ""

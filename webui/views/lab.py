@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError
-from engine.lab.checks import CHECKS
+from engine.protocol import LAB_CHECKS
 from webui import engine_client
 from webui.access import avisible_containers
 from webui.models import AuditEvent, LabRun
@@ -150,7 +150,7 @@ async def lab_checks(request: HttpRequest) -> HttpResponse:
     except EngineError as err:
         state, error = {"checks": {}, "facts": {}}, err.message
     rows, next_found = [], False
-    for key, title in CHECKS:
+    for key, title in LAB_CHECKS:
         done = key in run.reached
         is_next = not done and not next_found
         next_found = next_found or is_next
