@@ -21,6 +21,9 @@ def engine_channel(node: str) -> str:
     return f"engine.{node}"
 
 
+# The largest config.json spec.put and spec.validate take (characters of text).
+SPEC_MAX_BYTES = 1024 * 1024
+
 # Channel-layer groups: engine heartbeats, and container/image state and pull progress.
 NODES_GROUP = "gantry.nodes"
 EVENTS_GROUP = "gantry.events"

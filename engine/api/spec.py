@@ -8,6 +8,8 @@ spec.validate {id, text}    {ok, errors} without saving
 spec.reset    {id}          back to the generated spec
 spec.diff     {id}          {modified, diff: unified lines, fields: [{field, change, ...}]}
 spec.policy   {}            the admin's policy for specs, as configured
+spec.meta     {}            what the Spec tab explains: field help, capabilities, the mounts
+                            the engine owns
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 from engine.api.args import Args
 from engine.api.base import Context, op
+from engine.spec import defaults
+from engine.spec.help import FIELDS, titles
 from engine.spec.schema import MAX_BYTES
 from engine.spec.service import SpecService
 
@@ -80,3 +84,21 @@ def diff(ctx: Context, args: Args) -> dict[str, Any]:
 def policy(ctx: Context, args: Args) -> dict[str, Any]:
     args.done()
     return ctx.engine.get(SpecService).policy.describe()
+
+
+@op("spec.meta")
+def meta(ctx: Context, args: Args) -> dict[str, Any]:
+    args.done()
+    return {
+        "help": titles(),
+        "fields": [
+            {"field": h.field, "label": h.label, "text": h.text, "podman": h.podman} for h in FIELDS
+        ],
+        "capabilities": {
+            "all": list(defaults.ALL_CAPABILITIES),
+            "default": sorted(defaults.DEFAULT_CAPABILITIES),
+            "dangerous": sorted(defaults.DANGEROUS_CAPABILITIES),
+        },
+        "engineMounts": [m["destination"] for m in defaults.system_mounts()]
+        + ["/etc/hostname", "/etc/hosts"],
+    }

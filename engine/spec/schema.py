@@ -19,7 +19,9 @@ from typing import Any
 
 import jsonschema
 
-MAX_BYTES = 1024 * 1024
+from engine.protocol import SPEC_MAX_BYTES
+
+MAX_BYTES = SPEC_MAX_BYTES  # the wire's limit (engine.protocol) is the parser's
 MAX_DEPTH = 32
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema.json"
 

@@ -66,3 +66,24 @@ def test_webui_never_opens_engine_state() -> None:
             if f"import {m}" in text or f"from {m} " in text or f"from {m}." in text
         ]
     assert offenders == []
+
+
+def test_the_whole_web_loads_only_the_protocol_and_the_errors_of_the_engine() -> None:
+    """The web runs unprivileged: imported whole (ASGI app, URLs, every view, consumer and
+    template tag), it loads no engine module but engine.protocol and engine.errors. Only
+    the worker entry (a management command, run as root) binds the engine."""
+    code = (
+        "import importlib, os, pkgutil, sys\n"
+        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'tests.settings')\n"
+        "import django; django.setup()\n"
+        "import webui\n"
+        "for info in pkgutil.walk_packages(webui.__path__, 'webui.'):\n"
+        "    if not info.name.startswith('webui.management'):\n"
+        "        importlib.import_module(info.name)\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'engine')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    loaded = set(out.stdout.strip().split(","))
+    assert loaded == {"engine", "engine.errors", "engine.protocol"}

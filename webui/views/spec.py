@@ -25,17 +25,13 @@ from django.urls import URLPattern, URLResolver, path, reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError, NotFoundError
-from engine.spec import defaults
-from engine.spec.help import FIELDS, titles
-from engine.spec.schema import MAX_BYTES
+from engine.protocol import SPEC_MAX_BYTES
 from webui import engine_client
 from webui.access import aget_container_for_user
 from webui.views.common import audit, htmx_redirect
 
-ENGINE_MOUNTS = [m["destination"] for m in defaults.system_mounts()] + [
-    "/etc/hostname",
-    "/etc/hosts",
-]
+META_SECONDS = 300.0  # how long the Spec tab's help (spec.meta) is kept per node
+_meta_cache: dict[str, tuple[float, dict[str, Any]]] = {}
 
 
 @dataclass(frozen=True)
@@ -89,7 +85,7 @@ def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _form_values(spec: dict[str, Any]) -> dict[str, Any]:
+def _form_values(spec: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """Initial values of the form (spec.js keeps them in step with the text afterwards)."""
     process = _obj(spec.get("process"))
     user = _obj(process.get("user"))
@@ -98,6 +94,8 @@ def _form_values(spec: dict[str, Any]) -> dict[str, Any]:
     cpu = _obj(resources.get("cpu"))
     quota, period = cpu.get("quota"), cpu.get("period") or 100000
     bounding = set(caps.get("bounding") or [])
+    capabilities = meta["capabilities"]
+    engine_mounts = set(meta["engineMounts"])
 
     def lines(value: Any) -> str:
         return "\n".join(str(v) for v in value) if isinstance(value, list) else ""
@@ -117,10 +115,10 @@ def _form_values(spec: dict[str, Any]) -> dict[str, Any]:
             {
                 "name": cap,
                 "checked": cap in bounding,
-                "default": cap in defaults.DEFAULT_CAPABILITIES,
-                "dangerous": cap in defaults.DANGEROUS_CAPABILITIES,
+                "default": cap in capabilities["default"],
+                "dangerous": cap in capabilities["dangerous"],
             }
-            for cap in defaults.ALL_CAPABILITIES
+            for cap in capabilities["all"]
         ],
         "mounts": [
             {
@@ -129,7 +127,7 @@ def _form_values(spec: dict[str, Any]) -> dict[str, Any]:
                 "source": m.get("source", ""),
                 "type": m.get("type", ""),
                 "options": ",".join(str(o) for o in m.get("options") or []),
-                "engine": m.get("destination") in ENGINE_MOUNTS,
+                "engine": m.get("destination") in engine_mounts,
             }
             for i, m in enumerate(spec.get("mounts") or [])
             if isinstance(m, dict)
@@ -153,10 +151,21 @@ def _commands(info: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+async def _meta(caller: Caller) -> dict[str, Any]:
+    """What the engine says about the spec's fields (the same for every container of a node)."""
+    cached = _meta_cache.get(caller.node)
+    if cached is not None and time.monotonic() - cached[0] < META_SECONDS:
+        return cached[1]
+    meta: dict[str, Any] = await _call("spec.meta", caller)
+    _meta_cache[caller.node] = (time.monotonic(), meta)
+    return meta
+
+
 async def _page_context(
     container_id: str, caller: Caller, draft: str | None = None, errors: Any = None
 ) -> dict[str, Any]:
     info = await _call("spec.get", caller, id=container_id)
+    meta = await _meta(caller)
     diff = await _call("spec.diff", caller, id=container_id) if info["exists"] else None
     text = info["text"] if draft is None else draft
     return {
@@ -166,14 +175,14 @@ async def _page_context(
         "c": _header(info["name"], info["state"]),
         "info": info,
         "text": text,
-        "form": _form_values(_parsed(text)),
+        "form": _form_values(_parsed(text), meta),
         "errors": info["errors"] if errors is None else errors,
         "diff": diff,
-        "help": titles(),
-        "fields": FIELDS,
+        "help": meta["help"],
+        "fields": meta["fields"],
         "commands": _commands(info),
         "running": info["state"] in ("running", "paused"),
-        "meta": {"engineMounts": ENGINE_MOUNTS, "maxBytes": MAX_BYTES},
+        "meta": {"engineMounts": meta["engineMounts"], "maxBytes": SPEC_MAX_BYTES},
     }
 
 
@@ -239,8 +248,8 @@ async def _submit(request: HttpRequest, container_id: str, op: str) -> HttpRespo
     started = time.monotonic()
     errors: list[dict[str, str]] = []
     result: dict[str, Any] = {}
-    if len(text) > MAX_BYTES:
-        errors = [{"field": "", "message": f"larger than {MAX_BYTES} bytes", "rule": "json"}]
+    if len(text) > SPEC_MAX_BYTES:
+        errors = [{"field": "", "message": f"larger than {SPEC_MAX_BYTES} bytes", "rule": "json"}]
     else:
         try:
             result = await _call(op, caller, id=container_id, text=text)
