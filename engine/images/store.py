@@ -34,12 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from engine.core import Engine
-from engine.errors import ImageNotFoundError, InvalidImageError, InvalidInputError
+from engine.errors import EngineError, ImageNotFoundError, InvalidImageError, InvalidInputError
 from engine.hostfs import atomic, digests
 from engine.hostfs.locks import LockTimeoutError, locked
 from engine.hostfs.rmtree import remove_tree
 
 log = logging.getLogger("gantry.engine.store")
+TMP_ATTEMPTS = 5  # a fresh tmp dir swept away before it was locked is made again
 
 
 @dataclass
@@ -127,12 +128,32 @@ class Store:
         """A fresh private directory under <root>/tmp (swept at start if abandoned). It stays
         locked by this process until committed, discard()ed or renamed away."""
         self._prune_held()
-        path = Path(tempfile.mkdtemp(prefix=f"{prefix}.", dir=self.root / "tmp"))
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        with self._held_lock:
-            self._held[path] = fd
-        return path
+        for _ in range(TMP_ATTEMPTS):
+            path = Path(tempfile.mkdtemp(prefix=f"{prefix}.", dir=self.root / "tmp"))
+            fd = self._lock_fresh(path)
+            if fd >= 0:
+                with self._held_lock:
+                    self._held[path] = fd
+                return path
+        raise EngineError(f"no working directory could be kept under {self.root / 'tmp'}")
+
+    @staticmethod
+    def _lock_fresh(path: Path) -> int:
+        """Lock a directory just made; -1 if a sweep (another process's start) removed it
+        between its creation and the lock: it is unlocked for that moment."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return -1
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits for a sweep that holds it, if one does
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            return -1
+        return fd
 
     def _release(self, path: Path) -> None:
         with self._held_lock:

@@ -4,6 +4,7 @@ import logging
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,3 +83,48 @@ def test_the_startup_sweep_removes_deep_trees_and_goes_past_a_bad_entry(
         subprocess.run(["umount", str(tmp / "b-busy.1" / "mnt")], check=True)
     assert store.sweep_tmp() == 1
     assert os.listdir(tmp) == []
+
+
+@pytest.mark.parametrize("when", ["before the open", "between the open and the lock"])
+def test_a_sweep_in_the_moment_before_a_tmp_dir_is_locked_takes_nothing_away(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The race as a test run met it: the worker's startup sweep ran while the test made an
+    image, and removed a tmp dir made a moment before, not yet locked. Here a sweep runs in
+    that moment on purpose; the directory handed out must exist and be held."""
+    import fcntl
+    import tempfile
+
+    store = engine.get(Store)
+    real_mkdtemp, real_open = tempfile.mkdtemp, os.open
+    armed, swept = [when], []
+
+    def sweep_once(moment: str) -> None:
+        if armed == [moment]:
+            armed.clear()
+            swept.append(store.sweep_tmp())
+
+    def mkdtemp_then_sweep(*args: Any, **kwargs: Any) -> str:
+        path = real_mkdtemp(*args, **kwargs)
+        sweep_once("before the open")
+        return str(path)
+
+    def open_then_sweep(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(path, flags, *args, **kwargs)
+        if "layer." in str(path):
+            sweep_once("between the open and the lock")
+        return fd
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_then_sweep)
+    monkeypatch.setattr(os, "open", open_then_sweep)
+    path = store.tmp_dir("layer")
+    monkeypatch.undo()
+    assert swept == [1]  # the sweep did remove the first directory
+    assert path.is_dir()
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by the store
+    finally:
+        os.close(fd)
+    store.discard(path)
