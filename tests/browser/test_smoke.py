@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser.conftest import needs_chromium
 from tests.conftest import requires
@@ -47,7 +48,11 @@ def test_it_logs_in_and_follows_the_engine(stack: Stack, browser: Any, shots: An
     os.kill(stack.pid("engine"), signal.SIGKILL)
     badge.locator("text=engine offline").wait_for(timeout=5_000)
     shots(page, "engine-offline")
-    badge.locator("text=engine online").wait_for(timeout=20_000)
+    try:
+        badge.locator("text=engine online").wait_for(timeout=20_000)
+    except PlaywrightTimeoutError as err:  # say what the engine did meanwhile
+        log = (stack.run_dir / "engine.log").read_text(errors="replace")[-3000:]
+        raise AssertionError(f"{badge.get_attribute('title')!r}; engine.log:\n{log}") from err
     assert not [e for e in errors if "Content Security Policy" in e], errors
     context.close()
 
