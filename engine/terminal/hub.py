@@ -15,7 +15,7 @@ viewer that keeps up receives every byte in order, even of a `cat` of a huge fil
   socket, and conmon's blocking writes slow the container down (the backpressure a real
   terminal applies; the log waits too, as it does under podman attach);
 - a viewer that stops reading (no acknowledgement for ``STALL_SECONDS`` while bytes are in
-  flight), or falls ``MAX_PENDING`` bytes behind the others, is detached with a message —
+  flight), or falls ``MAX_PENDING`` bytes behind another viewer, is detached with a message —
   instead of holding the container up for everybody, growing memory without bound, or
   silently skipping output (which would corrupt its screen).
 
@@ -80,6 +80,11 @@ class Viewer:
     last_progress: float = field(default_factory=time.monotonic)
     closed: bool = False
     reason: str = ""
+
+    @property
+    def behind(self) -> int:
+        """Bytes of output this viewer has not acknowledged yet (queued or in flight)."""
+        return self.pending_bytes + self.in_flight
 
 
 class Session:
@@ -148,19 +153,29 @@ class Session:
         with self.lock:
             self.ring.write(data)
             self.bytes_out += len(data)
-            for viewer in list(self.viewers.values()):
-                if viewer.closed:
-                    continue
+            live = [v for v in self.viewers.values() if not v.closed]
+            for viewer in live:
                 viewer.pending.append(data)
                 viewer.pending_bytes += len(data)
-                if viewer.pending_bytes > MAX_PENDING:
-                    self._detach_locked(
-                        viewer,
-                        "the terminal fell too far behind the container's output and was detached",
-                    )
+            self._detach_laggards_locked(live)
             if time.monotonic() - self._last_reap > 0.5:
                 self._reap_stalled_locked()
             self.lock.notify_all()
+
+    def _detach_laggards_locked(self, live: list[Viewer]) -> None:
+        """Detach a viewer that is MAX_PENDING bytes behind (queued and unacknowledged) and
+        further behind than another viewer. Only behind *the others*: a viewer that keeps up
+        best is never detached for lagging, even if its thread was starved for a moment;
+        when every viewer lags, reading pauses instead (_all_behind_locked)."""
+        if len(live) < 2:
+            return
+        best = min(v.behind for v in live)
+        for viewer in live:
+            if viewer.behind > MAX_PENDING and viewer.behind > best:
+                self._detach_locked(
+                    viewer,
+                    "the terminal fell too far behind the container's output and was detached",
+                )
 
     def _all_behind_locked(self) -> bool:
         live = [v for v in self.viewers.values() if not v.closed]

@@ -184,3 +184,40 @@ def test_a_viewer_that_stops_reading_is_detached_and_output_flows_on(
     assert "stopped reading" in viewers.closed["gone!1"]["reason"]
     wait_for(lambda: session.bytes_out >= 2_000_000)
     session.close("test over")
+
+
+def test_a_starved_viewer_that_keeps_up_best_is_not_the_one_detached(
+    pair: Any, monkeypatch: Any
+) -> None:
+    """The race a busy run met: the fast viewer's thread was starved at the start, so it had
+    more bytes queued than the stalled viewer (whose window had taken 2 MiB out of its queue)
+    and it was the one detached; the stalled one then held the session up. Here the fast
+    viewer withholds its acknowledgements until both are far behind, on purpose."""
+    monkeypatch.setattr(terminal, "HIGH_WATER", 64 * 1024)
+    monkeypatch.setattr(terminal, "MAX_PENDING", 256 * 1024)
+    ours, conmon = pair
+    gate = threading.Event()
+    viewers = Viewers()
+    viewers.stalled.add("slow!1")
+    real_send = viewers.send
+
+    def send(channel: str, event: dict[str, Any]) -> None:
+        if channel == "fast!1" and event["type"] == "term.output":
+            gate.wait(20)
+        real_send(channel, event)
+
+    viewers.send = send  # type: ignore[method-assign]
+    session = start(ours, viewers)
+    session.add_viewer("fast!1")
+    session.add_viewer("slow!1")
+    payload = b"x" * (4 * 1024 * 1024)
+    writer = threading.Thread(target=emit, args=(conmon, payload), daemon=True)
+    writer.start()
+    wait_for(lambda: session.viewers["fast!1"].pending_bytes > terminal.MAX_PENDING)
+    gate.set()
+    wait_for(lambda: len(viewers.text("fast!1")) >= len(payload))
+    assert "fast!1" not in viewers.closed
+    wait_for(lambda: "slow!1" in viewers.closed)
+    assert "too far behind" in viewers.closed["slow!1"]["reason"]
+    writer.join(10)
+    session.close("test over")
