@@ -118,7 +118,10 @@
 
   setInterval(() => {
     if (probing || !socket || socket.readyState !== WebSocket.OPEN) return;
-    if (Date.now() - (lastBeat ?? openedAt) > OFFLINE_AFTER_MS) probe();
+    // A socket just (re)opened gets its own three seconds: measured from the last beat seen
+    // on an earlier socket, a new one was closed again before the engine's first beat reached
+    // it, forever (the engine answers requests a moment before its heartbeats start).
+    if (Date.now() - Math.max(lastBeat ?? 0, openedAt) > OFFLINE_AFTER_MS) probe();
   }, 500);
 
   function resync() { document.body.dispatchEvent(new CustomEvent("gantry:resync")); }

@@ -4,7 +4,9 @@ the engine and the badge says offline by itself; it comes back by itself."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,3 +71,50 @@ def test_it_fits_a_phone_width(stack: Stack, browser: Any, shots: Any) -> None:
     assert width <= 390
     shots(page, "phone")
     context.close()
+
+
+def test_a_new_socket_waits_for_the_engines_first_heartbeat(stack: Stack, browser: Any) -> None:
+    """The loop a busy run met: the engine came back and answered the status probe before its
+    first heartbeat, the page reopened its socket, and the next probe, measured from the last
+    beat of the old socket, closed the new one at once, again and again. Here the page's
+    sockets go through a proxy that stops the beats of the first one after 2 s and holds
+    back those of each later one for its first 1.5 s."""
+    context = browser.new_context()
+    page = context.new_page()
+    opened: list[float] = []
+
+    def proxy(ws: Any) -> None:
+        server = ws.connect_to_server()
+        started = time.monotonic()
+        opened.append(started)
+        first = len(opened) == 1
+
+        def from_server(message: Any) -> None:
+            age = time.monotonic() - started
+            beat = isinstance(message, str) and '"heartbeat"' in message
+            if beat and ((first and age > 2) or (not first and age < 1.5)):
+                return
+            ws.send(message)
+
+        server.on_message(from_server)
+
+    page.route_web_socket(re.compile(r".*/ws/events/$"), proxy)
+    page.goto(stack.url + "/login/")
+    page.get_by_label("User name").fill("admin")
+    page.get_by_label("Password").fill(stack.password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/containers/")
+    badge = page.locator("#engine-status")
+    badge.locator("text=engine online").wait_for(timeout=10_000)
+    wait_until_more_than(page, opened, 1, timeout=15)  # the beats stopped: a new socket opened
+    badge.locator("text=engine online").wait_for(timeout=10_000)
+    assert len(opened) <= 3, f"{len(opened)} sockets: each closed before its first beat"
+    context.close()
+
+
+def wait_until_more_than(page: Any, items: list[float], count: int, timeout: float) -> None:
+    """Wait in the page (Playwright runs the proxy's callbacks only while it is called)."""
+    deadline = time.monotonic() + timeout
+    while len(items) <= count:
+        assert time.monotonic() < deadline, f"only {len(items)} sockets"
+        page.wait_for_timeout(50)
