@@ -12,7 +12,7 @@ drops the connection mid-BZPOPMIN, and a message Redis has just popped for *anot
 is gone (channels_redis issue 366, channels 1683). Here one long-lived reader task per event
 loop pops from that key and hands each message to its channel's own queue; ``receive()`` only
 waits on its queue, so cancelling it can lose nothing. Messages for a channel nobody has read
-for ``expiry`` seconds are dropped, as Redis would expire them.
+for ``expiry`` seconds are dropped, as Redis would expire them; no other message is.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ return 1
 """
 SWEEP_EVERY = 5.0  # seconds between sweeps of queues nobody reads
 RETRY_DELAY = 0.5  # seconds between reads while Redis is unreachable
+LONG_QUEUE = 10  # a local channel this many times the layer's capacity behind is logged
 
 
 class LocalChannels:
@@ -61,13 +62,14 @@ class LocalChannels:
         return q
 
     def deliver(self, channel: str, message: dict[str, Any]) -> None:
+        """Queue a message for its channel. Never dropped: what may be in flight to one
+        channel is bounded by its sender (a terminal's credit window, a reply per request),
+        and a channel nobody reads is swept after ``expiry``. Dropping the oldest, as
+        channels_redis' buffer does, lost terminal output under load."""
         q = self.queue(channel)
-        if q.qsize() >= self.capacity:
-            # The same bound channels_redis keeps in memory: a reader that stopped reading
-            # must not grow the process without limit.
-            q.get_nowait()
-            log.warning("local channel %s is full: its oldest message was dropped", channel)
         q.put_nowait(message)
+        if q.qsize() == LONG_QUEUE * self.capacity:
+            log.warning("local channel %s holds %d messages unread", channel, q.qsize())
         self.sweep()
 
     async def get(self, channel: str) -> dict[str, Any]:

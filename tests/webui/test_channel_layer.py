@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio
 from django.conf import settings
 
-from engine.rpc.worker import LayerPublisher
+from engine.rpc.worker import LayerPublisher, send_patiently
 from webui.channel_layer import GantryRedisChannelLayer
 
 
@@ -162,3 +162,20 @@ async def test_ten_thousand_events_arrive_complete_and_in_order_while_clients_ch
         await publisher.stop()
     assert got == list(range(count))
     assert min(rounds) > 10  # the clients really came and went meanwhile
+
+
+async def test_a_reader_slower_than_its_sender_loses_nothing(
+    web_and_engine: tuple[Any, Any],
+) -> None:
+    """Terminal output lost under load: more messages arrived for one channel than the
+    layer's capacity while its consumer was busy, and the oldest were dropped."""
+    web, eng = web_and_engine
+    channel = await web.new_channel()
+    first = asyncio.create_task(web.receive(channel))  # the reader is running
+    count = web.capacity * 3
+    for n in range(count):
+        await send_patiently(eng, channel, {"type": "term.output", "n": n})  # as the engine does
+    got = [(await asyncio.wait_for(first, 5))["n"]]
+    while len(got) < count:
+        got.append((await asyncio.wait_for(web.receive(channel), 5))["n"])
+    assert got == list(range(count))
