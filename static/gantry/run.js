@@ -131,7 +131,9 @@
   root.addEventListener("htmx:responseError", (e) => {
     if (!e.detail.elt || e.detail.elt.id !== "run-state") return;
     e.stopPropagation();
-    if (e.detail.xhr && e.detail.xhr.status === 404) location.href = "/containers/";  // gone
+    // gone: leave, unless this page removed it (its own answer redirects; a second
+    // navigation would abort that one)
+    if (e.detail.xhr && e.detail.xhr.status === 404 && !removed) location.href = "/containers/";
   });
   root.addEventListener("htmx:sendError", (e) => {
     if (e.detail.elt && e.detail.elt.id === "run-state") e.stopPropagation();
@@ -140,6 +142,8 @@
   root.addEventListener("htmx:beforeRequest", (e) => {
     const path = (e.detail.requestConfig && e.detail.requestConfig.path) || "";
     if (path.endsWith("/remove")) removed = true;
+    // no state refresh (periodic, resync) of a container being removed
+    else if (removed && e.detail.elt && e.detail.elt.id === "run-state") e.preventDefault();
   });
   root.addEventListener("htmx:afterRequest", (e) => {
     const path = (e.detail.requestConfig && e.detail.requestConfig.path) || "";
