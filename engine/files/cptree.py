@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from engine.errors import InvalidInputError, InvalidStateError, NotFoundError, PolicyError
-from engine.files.explorer import TempFile
+from engine.files.fsio import TempFile
 from engine.hostfs import securepath
 from engine.storage.binds import open_volume_source
 from engine.storage.volumes import Volume

@@ -13,7 +13,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 
 from engine.errors import InvalidStateError
-from engine.files.explorer import Ids
+from engine.files.owners import Ids
 
 MAX_TAR_DEPTH = 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -40,23 +40,21 @@ from typing import Any
 from engine.core import Engine
 from engine.errors import InvalidInputError
 from engine.files import listing
+from engine.files.cptree import copy_entry
 from engine.files.fsio import (
     RENAME_NOREPLACE,
+    TempFile,
+    WriteTarget,
+    fs_errors,
     read_upto,
     remove_entry,
     renameat2,
     safe_text,
+    show,
+    version_token,
     write_target,
 )
-
-# Re-exported: engine.files.transfer (and the modules split from it) import these from here.
-from engine.files.fsio import TempFile as TempFile
-from engine.files.fsio import WriteTarget as WriteTarget
-from engine.files.fsio import fs_errors as fs_errors
-from engine.files.fsio import show as show
-from engine.files.fsio import version_token as version_token
-from engine.files.owners import MAX_IDS_FILE, OwnerNames
-from engine.files.owners import Ids as Ids
+from engine.files.owners import MAX_IDS_FILE, Ids, OwnerNames
 from engine.hostfs import securepath
 from engine.images.store import Store
 from engine.storage.containers import Containers
@@ -380,8 +378,6 @@ class Files:
                     raise InvalidInputError(f"rename: {dst_what} already exists") from err
                 if err.errno != errno.EXDEV:
                     raise
-                from engine.files.transfer import copy_entry
-
                 copy_entry(sfd, sname, dfd, dname)
                 remove_entry(sfd, sname, recursive=True)
         return {"path": dst_what}

@@ -27,11 +27,10 @@ from typing import Any, BinaryIO
 from engine.core import Engine
 from engine.errors import InvalidInputError, InvalidStateError, NotFoundError, PolicyError
 from engine.files.cptree import ContainerSide, CopyStats, HostSide, Side, copy_between
-from engine.files.cptree import (
-    copy_entry as copy_entry,  # engine.files.explorer imports it from here
-)
 from engine.files.dirtar import set_special, tar_stream
-from engine.files.explorer import Files, Ids, TempFile, WriteTarget, fs_errors, show, version_token
+from engine.files.explorer import Files
+from engine.files.fsio import TempFile, WriteTarget, fs_errors, show, version_token
+from engine.files.owners import Ids
 from engine.hostfs import securepath
 from engine.storage.containers import ContainerRecord, Containers
 
