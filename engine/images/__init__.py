@@ -1,1 +1,4 @@
-"""The image store (blobs, layers, image records), pull, load, and the Images service."""
+"""Images on this node: store (blobs, layers by chain id, image records; tmp dirs, sweep,
+gc), pull (from a registry, per-layer progress), load (OCI layouts, docker archives), and
+service (the Images service the verbs and the CLI use). Imports layers, registry and below.
+"""

@@ -1,1 +1,3 @@
-"""The hands-on lab: its steps and the checks read from the engine's state."""
+"""The hands-on lab the engine grew from: checks (its milestones, read from real state) and
+the steps of one container as the lab tells them. Imports terminal and below.
+"""

@@ -1,2 +1,5 @@
-"""Layer tars: streaming and verifying, entries and xattr rules, unpacking into overlay form, the
-layer tree."""
+"""Layer tars into overlay form: tarstream (decompress, hash and budget on a thread of its
+own), tarentry (names, metadata, xattr rules, whiteouts), tree (where an entry's parent is,
+by descriptor), unpack (the walk), writepool (small files on writer threads).
+Imports hostfs and below.
+"""

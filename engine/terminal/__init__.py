@@ -1,1 +1,4 @@
-"""Terminals: the attach hub that fans a console out to viewers, and the consoles it serves."""
+"""Terminals: hub (one reader per attach socket, fanned out to viewers with credit-based
+flow control and a scrollback ring) and consoles (which socket a container's console or an
+exec session is). Imports runtime and below.
+"""
