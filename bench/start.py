@@ -296,7 +296,7 @@ class Bench:
 
     def cleanup(self) -> None:
         self.engine.stopping.set()
-        containers = self.engine.get(Containers)
+        containers = self.engine.get(Lifecycle).containers  # removes stop what runs
         for record in containers.list():
             with contextlib.suppress(Exception):
                 containers.remove(record.id, force=True)

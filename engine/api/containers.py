@@ -27,6 +27,7 @@ from engine.errors import InvalidInputError, NotFoundError
 from engine.hostfs import securepath
 from engine.images.store import Store
 from engine.protocol import CONTAINER_ID_RE, NAME_RE
+from engine.runtime.lifecycle import Lifecycle
 from engine.storage import diff, mounts, rootfs
 from engine.storage.containers import Containers, publish_container_event
 from engine.storage.podjson import ps_json
@@ -34,6 +35,12 @@ from engine.storage.records import ContainerRecord, CreateOptions
 from engine.storage.volumes import parse_volume
 
 MAX_DU_ENTRIES = 200_000
+
+
+def with_runtime(ctx: Context) -> Containers:
+    """The containers with the runtime plugged in (engine.runtime.lifecycle): removes stop a
+    running container first, and readers see records synced with conmon and runc."""
+    return ctx.engine.get(Lifecycle).containers
 
 
 def record_of(ctx: Context, args: Args, key: str = "id") -> ContainerRecord:
@@ -71,7 +78,7 @@ def create(ctx: Context, args: Args) -> dict[str, Any]:
 def list_(ctx: Context, args: Args) -> list[dict[str, Any]]:
     ids = args.get_str_list("ids", max_items=10000, max_len=64)
     args.done()
-    containers = ctx.engine.get(Containers)
+    containers = with_runtime(ctx)
     records = containers.list()
     if args.raw("ids") is not None:
         wanted = {i for i in ids if CONTAINER_ID_RE.match(i)}
@@ -83,7 +90,7 @@ def list_(ctx: Context, args: Args) -> list[dict[str, Any]]:
 def inspect(ctx: Context, args: Args) -> dict[str, Any]:
     record = record_of(ctx, args)
     args.done()
-    containers = ctx.engine.get(Containers)
+    containers = with_runtime(ctx)
     return containers.inspect(containers.synced(record))
 
 
@@ -155,7 +162,7 @@ def remove(ctx: Context, args: Args) -> dict[str, Any]:
     record = record_of(ctx, args)
     force = args.get_bool("force")
     args.done()
-    removed = ctx.engine.get(Containers).remove(record.id, force=force, publisher=ctx.publisher)
+    removed = with_runtime(ctx).remove(record.id, force=force, publisher=ctx.publisher)
     return {"id": removed.id, "name": removed.name}
 
 

@@ -31,13 +31,15 @@ if TYPE_CHECKING:
 
 
 def _containers(engine: Engine, *, runtime_hooks: bool = False) -> Containers:
-    """The containers service. ``runtime_hooks``: with the runtime's hooks registered
-    (pre-remove: stop and delete the runc state; sync: ask conmon and runc), which
-    engine.runtime.lifecycle adds when it is imported."""
+    """The containers service. ``runtime_hooks``: with the runtime plugged in (pre-remove:
+    stop and delete the runc state; sync: ask conmon and runc), which the Lifecycle service
+    does when it is built for this engine."""
     from engine.storage.containers import Containers
 
     if runtime_hooks:
-        from engine.runtime import lifecycle  # noqa: F401
+        from engine.runtime.lifecycle import Lifecycle
+
+        return engine.get(Lifecycle).containers
     return engine.get(Containers)
 
 

@@ -97,6 +97,12 @@ class Lifecycle:
         # is at hand (the worker sets its channel-layer publisher at start-up).
         self.publisher: Publisher | None = None
         self.watcher: ExitWatcher | None = None
+        # The runtime's part in storage, wired here, once per engine: a remove stops the
+        # container first, and readers get records synced with conmon and runc.
+        if _remove_hook not in self.containers.pre_remove_hooks:
+            self.containers.pre_remove_hooks.append(_remove_hook)
+        if _sync_hook not in self.containers.sync_hooks:
+            self.containers.sync_hooks.append(_sync_hook)
 
     # -- helpers ------------------------------------------------------------------------------
     @contextmanager
@@ -275,12 +281,16 @@ class Lifecycle:
         paths = self.containers.paths(record.id)
         if not paths.config.exists():
             self.containers.ensure_mounted(record.id)  # generation reads /etc/passwd
-            spec_hook("generate")(self.engine, record)
+            from engine.spec import generate
+
+            generate(self.engine, record)
             record = self.containers.load(record.id)
         keep = paths.userdata / "config.json.user"
         binds.restore_user_config(paths.config, keep)  # a start cut off with it pinned
         self.containers.ensure_mounted(record.id)
-        checked = spec_hook("validate_for_start")(self.engine, self.containers.load(record.id))
+        from engine.spec import validate_for_start
+
+        checked = validate_for_start(self.engine, self.containers.load(record.id))
         if self._has_leftovers(record):  # of an earlier run, if a crash left any
             self._release_runtime(record)
         with contextlib.suppress(FileNotFoundError):
@@ -515,21 +525,6 @@ class Lifecycle:
         return reconcile(self)
 
 
-def spec_hook(name: str) -> Callable[[Engine, ContainerRecord], Any]:
-    """A function of the spec package (engine.spec, issue 5): ``generate`` writes
-    config.json for a record (first start of a "created" container), ``validate_for_start``
-    checks it again against schema and policy. Fails clearly while it is missing."""
-    try:
-        import engine.spec as spec_package
-    except ImportError as err:
-        raise RuntimeFailedError(f"spec: the spec package is not available ({err})") from err
-    found = getattr(spec_package, name, None)
-    if not callable(found):
-        raise RuntimeFailedError(f"spec: engine.spec.{name} is not available")
-    hook: Callable[[Engine, ContainerRecord], Any] = found
-    return hook
-
-
 def _remove_hook(engine: Engine, record: ContainerRecord, force: bool) -> None:
     engine.get(Lifecycle).remove_hook(record, force)
 
@@ -539,10 +534,3 @@ def _sync_hook(engine: Engine, record: ContainerRecord) -> ContainerRecord:
     if record.state not in ACTIVE_STATES:
         return record
     return engine.get(Lifecycle).get_synced(record.id)
-
-
-# Registered when this module is imported (engine.api and engine.cli import it).
-if _remove_hook not in Containers.pre_remove_hooks:
-    Containers.pre_remove_hooks.append(_remove_hook)
-if _sync_hook not in Containers.sync_hooks:
-    Containers.sync_hooks.append(_sync_hook)

@@ -19,9 +19,9 @@ Contracts (other modules rely on them):
   it to 0. The runtime's own use is a separate flag (``ensure_mounted``/``release_runtime_mount``)
   and the explorer's short uses are holds by process id (``open_rootfs``); the overlay is
   unmounted when none of the three holds it.
-- ``remove`` runs ``Containers.pre_remove_hooks`` first (the runtime registers one that stops
-  the container and deletes its runc state); without a hook, a running or paused container is
-  refused.
+- ``remove`` runs ``pre_remove_hooks`` first (the runtime, once built for this engine, plugs
+  in one that stops the container and deletes its runc state: engine.runtime.lifecycle); without
+  a hook, a running or paused container is refused.
 - Events: ``publish_container_event(ctx_or_publisher, record, action)``.
 
 The records themselves (states, ``CreateOptions``, ``ContainerRecord``) are in
@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from engine.core import Engine
 from engine.errors import (
@@ -115,14 +115,14 @@ _held = threading.local()
 class Containers:
     """The containers of one state root. ``engine.get(Containers)``."""
 
-    # Called with (engine, record, force) before a container is removed, under its lock.
-    pre_remove_hooks: ClassVar[list[RemoveHook]] = []
-    # Called by readers (ps, inspect, the web's list) to bring a record up to date with reality
-    # (the runtime registers one that checks conmon/runc); each returns the fresh record.
-    sync_hooks: ClassVar[list[SyncHook]] = []
-
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Called with (engine, record, force) before a container is removed, under its lock.
+        self.pre_remove_hooks: list[RemoveHook] = []
+        # Called by readers (ps, inspect, the web's list) to bring a record up to date with
+        # reality (the runtime plugs in one that checks conmon/runc); each returns the fresh
+        # record. Both lists belong to this engine: nothing is registered by an import.
+        self.sync_hooks: list[SyncHook] = []
         self.dir = Path(engine.config.root) / "containers"
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.store = engine.get(Store)

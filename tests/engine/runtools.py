@@ -272,7 +272,6 @@ def worker_started(engine: Engine, publisher: Any = None) -> Iterator[Engine]:
     from engine.api.base import Context
     from engine.api.runtime import watch_exits
     from engine.runtime.lifecycle import Lifecycle
-    from engine.storage.containers import Containers
     from engine.terminal.hub import TerminalHub
 
     engine.ensure_root()
@@ -281,8 +280,9 @@ def worker_started(engine: Engine, publisher: Any = None) -> Iterator[Engine]:
         yield engine
     finally:
         engine.get(TerminalHub).close_all()
-        for record in engine.get(Containers).list():
-            engine.get(Containers).remove(record.id, force=True)
+        containers = engine.get(Lifecycle).containers  # removes stop what runs
+        for record in containers.list():
+            containers.remove(record.id, force=True)
         engine.stopping.set()
         watcher = engine.get(Lifecycle).watcher
         if watcher is not None:

@@ -94,7 +94,7 @@ def test_it_attaches_to_a_tty_container_and_follows_its_size(live: Engine) -> No
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert screens.closed["v!1"]["exit_code"] == 5
-    live.get(Containers).remove(live.get(Containers).get("tty1").id, force=True)
+    live.get(Lifecycle).containers.remove(live.get(Containers).get("tty1").id, force=True)
     no_leaks(live, before)
 
 

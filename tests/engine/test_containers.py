@@ -313,7 +313,7 @@ def test_remove_copes_with_a_tree_deeper_than_the_recursion_limit(
 def test_remove_refuses_a_running_container_without_a_hook(
     ctr: ContainerRecord, containers: Containers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(Containers, "pre_remove_hooks", [])
+    monkeypatch.setattr(containers, "pre_remove_hooks", [])
     with containers.lock(ctr.id):
         record = containers.load(ctr.id)
         record.state = RUNNING
@@ -333,7 +333,7 @@ def test_remove_runs_the_hooks_first(
         record.state = EXITED
         containers.save(record)
 
-    monkeypatch.setattr(Containers, "pre_remove_hooks", [hook])
+    monkeypatch.setattr(containers, "pre_remove_hooks", [hook])
     with containers.lock(ctr.id):
         record = containers.load(ctr.id)
         record.state = RUNNING

@@ -113,7 +113,7 @@ async def worker_setup(
     yield engine, worker
     worker.stop()
     for record in engine.get(Containers).list():
-        engine.get(Containers).remove(record.id, force=True)
+        engine.get(Lifecycle).containers.remove(record.id, force=True)
 
 
 async def test_it_survives_a_worker_sigkill(worker_setup: tuple[Engine, WorkerProcess]) -> None:

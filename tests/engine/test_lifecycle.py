@@ -267,7 +267,7 @@ def test_remove_refuses_a_running_container_unless_forced(live: Engine) -> None:
     with pytest.raises(InvalidStateError, match="stop it first"):
         live.get(Containers).remove(record.id)
     assert state_of(live, "rm1") == "running"
-    live.get(Containers).remove(record.id, force=True)
+    live.get(Lifecycle).containers.remove(record.id, force=True)
     with pytest.raises(NotFoundError):
         live.get(Containers).get("rm1")
     assert f"gantry-{record.id}" not in " ".join(container_cgroups())

@@ -17,6 +17,7 @@ from django.test import AsyncClient, Client
 
 from engine.core import Engine
 from engine.protocol import EVENTS_GROUP
+from engine.runtime.lifecycle import Lifecycle
 from engine.storage.containers import Containers
 from tests.conftest import requires
 from tests.engine.runtools import (
@@ -46,8 +47,9 @@ async def web(engine_worker: Engine, alice: Any) -> AsyncIterator[tuple[Engine, 
     client = AsyncClient()
     await client.aforce_login(alice)
     yield engine_worker, client
-    for record in engine_worker.get(Containers).list():
-        await sync_to_async(engine_worker.get(Containers).remove)(record.id, force=True)
+    containers = engine_worker.get(Lifecycle).containers  # removes stop what runs
+    for record in containers.list():
+        await sync_to_async(containers.remove)(record.id, force=True)
 
 
 async def owned(engine: Engine, owner: Any, command: list[str], **options: Any) -> str:
