@@ -24,6 +24,13 @@ pytestmark = [
 ]
 
 
+def log_in(page: Any, stack: Stack) -> None:
+    page.get_by_label("User name").fill("admin")
+    page.get_by_label("Password").fill(stack.password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/containers/")
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     s = Stack(restart_delay=4).start()
@@ -38,10 +45,7 @@ def test_it_logs_in_and_follows_the_engine(stack: Stack, browser: Any, shots: An
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(stack.url + "/containers/")
     shots(page, "login")
-    page.get_by_label("User name").fill("admin")
-    page.get_by_label("Password").fill(stack.password)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url("**/containers/")
+    log_in(page, stack)
     badge = page.locator("#engine-status")
     badge.locator("text=engine online").wait_for(timeout=10_000)
     assert "runc" in page.locator("#node-info").inner_text()
@@ -63,10 +67,7 @@ def test_it_fits_a_phone_width(stack: Stack, browser: Any, shots: Any) -> None:
     context = browser.new_context(viewport={"width": 390, "height": 844})
     page = context.new_page()
     page.goto(stack.url + "/login/")
-    page.get_by_label("User name").fill("admin")
-    page.get_by_label("Password").fill(stack.password)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url("**/containers/")
+    log_in(page, stack)
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390
     shots(page, "phone")
@@ -100,10 +101,7 @@ def test_a_new_socket_waits_for_the_engines_first_heartbeat(stack: Stack, browse
 
     page.route_web_socket(re.compile(r".*/ws/events/$"), proxy)
     page.goto(stack.url + "/login/")
-    page.get_by_label("User name").fill("admin")
-    page.get_by_label("Password").fill(stack.password)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url("**/containers/")
+    log_in(page, stack)
     badge = page.locator("#engine-status")
     badge.locator("text=engine online").wait_for(timeout=10_000)
     wait_until_more_than(page, opened, 1, timeout=15)  # the beats stopped: a new socket opened

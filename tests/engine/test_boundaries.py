@@ -9,6 +9,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def run_python(code: str) -> str:
+    """What ``code`` prints, run in a fresh interpreter from the repository."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
 def test_engine_imports_no_django() -> None:
     modules = sorted(
         ".".join(p.relative_to(REPO).with_suffix("").parts)
@@ -23,10 +31,7 @@ def test_engine_imports_no_django() -> None:
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in web)\n"
         "print(','.join(bad))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == ""
+    assert run_python(code) == ""
 
 
 def test_webui_never_opens_engine_state() -> None:
@@ -82,8 +87,5 @@ def test_the_whole_web_loads_only_the_protocol_and_the_errors_of_the_engine() ->
         "        importlib.import_module(info.name)\n"
         "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'engine')))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    loaded = set(out.stdout.strip().split(","))
+    loaded = set(run_python(code).split(","))
     assert loaded == {"engine", "engine.errors", "engine.protocol"}
