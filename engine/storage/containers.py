@@ -255,9 +255,10 @@ class Containers:
         with locks.locked(root, "containers", "names"):
             taken = {r.name for r in self.list()}
             if name in taken:
-                raise InvalidInputError(
+                raise InvalidStateError(
                     f"name {name!r} is already in use by another container (remove it or "
-                    "choose another name)"
+                    "choose another name)",
+                    current="in-use",
                 )
             name = name or generate_name(taken)
             record = ContainerRecord(

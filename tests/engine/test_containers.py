@@ -171,7 +171,7 @@ def test_it_refuses_to_create_from_a_removed_image_and_leaves_nothing(
 
 def test_names_are_unique_and_checked(containers: Containers, image: ImageRecord) -> None:
     containers.create(CreateOptions(), "busybox", "web")
-    with pytest.raises(InvalidInputError, match="already in use"):
+    with pytest.raises(InvalidStateError, match="already in use"):
         containers.create(CreateOptions(), "busybox", "web")
     for bad in ("-x", "a/b", "a b", "../x", "x" * 200, "é"):
         with pytest.raises(InvalidInputError):

@@ -24,6 +24,7 @@ from engine.errors import EngineError, NotFoundError
 from engine.protocol import MAX_COLS, MAX_INPUT, MAX_ROWS, NODES_GROUP, TERM_TYPE, engine_channel
 from webui import engine_client
 from webui.access import aget_container_for_user
+from webui.answers import error_text
 from webui.consumers.base import (
     CLOSE_BAD_MESSAGE,
     CLOSE_FORBIDDEN,
@@ -95,7 +96,7 @@ class TerminalConsumer(AuthedJsonConsumer):
                 "term.attach", args, user=self.user, node=self.node, timeout=10
             )
         except EngineError as err:
-            await self.send_json({"type": "error", "message": err.message, "code": err.code})
+            await self.send_json({"type": "error", "message": error_text(err), "code": err.code})
             if err.code != "offline":
                 await self.close(code=CLOSE_NOT_FOUND if isinstance(err, NotFoundError) else 4409)
             return

@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from engine.errors import EngineError
 from webui import engine_client
+from webui.answers import error_text, status_of
 from webui.models import AuditEvent
 
 AUDIT_ERROR_MAX = 4000  # characters of an error kept in the audit log
@@ -61,9 +62,10 @@ async def engine_action(
 
 
 def error_response(err: EngineError) -> HttpResponse:
-    """An engine error as one sentence (app.js shows it as a toast)."""
-    status = {"not_found": 404, "invalid_state": 409, "offline": 503}.get(err.code, 400)
-    return HttpResponse(err.message, status=status, content_type="text/plain; charset=utf-8")
+    """An engine error as one sentence (app.js shows it as a toast), with its status."""
+    return HttpResponse(
+        error_text(err), status=status_of(err), content_type="text/plain; charset=utf-8"
+    )
 
 
 def htmx_redirect(request: HttpRequest, url: str) -> HttpResponse:

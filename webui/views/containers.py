@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from engine.errors import EngineError, NotFoundError
 from webui import engine_client
 from webui.access import aget_container_for_user, avisible_containers
+from webui.answers import error_text
 from webui.models import Ownership
 from webui.views.common import audit, engine_action, error_response, htmx_redirect
 
@@ -69,7 +70,7 @@ async def container_table(request: HttpRequest) -> HttpResponse:
                 "container.list", args, user=user, node=node, timeout=LIST_TIMEOUT
             )
         except EngineError as err:
-            errors.append(f"{node}: {err.message}")
+            errors.append(f"{node}: {error_text(err)}")
             continue
         owners = {o.container_id: o.owner.get_username() for o in owns}
         for row in listed:
@@ -175,7 +176,7 @@ async def container_new(request: HttpRequest) -> HttpResponse:
         except forms.ValidationError as err:
             ctx["error"] = "; ".join(err.messages)
         except EngineError as err:
-            ctx["error"] = err.message
+            ctx["error"] = error_text(err)
             ctx["error_field"] = str(err.details.get("field", ""))
             await audit(user, "container.create", args.get("image", ""), started, err.message)
         else:
@@ -252,7 +253,7 @@ async def container_storage(request: HttpRequest, container_id: str) -> HttpResp
         _, _, storage = await _storage(request, container_id)
         error = ""
     except EngineError as err:
-        storage, error = {}, err.message
+        storage, error = {}, error_text(err)
     return render(
         request,
         "containers/tab_storage.html",

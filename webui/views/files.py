@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET, require_POST
 from engine.errors import EngineError, InvalidInputError, InvalidStateError
 from webui import engine_client
 from webui.access import aget_container_for_user
+from webui.answers import error_text, status_of
 from webui.bulklane import new_lane, read_lane
 from webui.views.common import audit, engine_action, error_response
 from webui.views.containers import container_header
@@ -154,9 +155,8 @@ async def files_tab(request: HttpRequest, container_id: str) -> HttpResponse:
         opened = await _open_file(user, own, request.GET.get("path"), err)
         if opened:
             return HttpResponseRedirect(opened)
-        ctx["error"] = err.message
-        status = 404 if err.code == "not_found" else 400
-        return render(request, "containers/files.html", ctx, status=status)
+        ctx["error"] = error_text(err)
+        return render(request, "containers/files.html", ctx, status=status_of(err))
     return render(request, "containers/files.html", ctx)
 
 
@@ -195,13 +195,8 @@ async def file_view(request: HttpRequest, container_id: str) -> HttpResponse:
         )
         ctx["path"] = ctx["f"]["path"]
     except EngineError as err:
-        ctx["error"] = err.message
-        return render(
-            request,
-            "containers/file_view.html",
-            ctx,
-            status=404 if err.code == "not_found" else 400,
-        )
+        ctx["error"] = error_text(err)
+        return render(request, "containers/file_view.html", ctx, status=status_of(err))
     return render(request, "containers/file_view.html", ctx)
 
 
@@ -233,7 +228,7 @@ async def file_save(request: HttpRequest, container_id: str) -> HttpResponse:
     except EngineError as err:
         ctx.update(
             f={"text": content, "token": token or "", "editable": True},
-            error=err.message,
+            error=error_text(err),
             # "changed" / "deleted" (since it was opened, or while saving); "" for others
             conflict=(err.current or "other") if isinstance(err, InvalidStateError) else "",
         )
@@ -355,7 +350,7 @@ async def file_upload(request: HttpRequest, container_id: str) -> HttpResponse:
                 raise
         except EngineError as err:
             await audit(user, "fs.upload", container_id, started, err.message, path=target)
-            results.append({"name": upload.name, "ok": False, "error": err.message})
+            results.append({"name": upload.name, "ok": False, "error": error_text(err)})
             continue
         seconds = time.monotonic() - started
         await audit(user, "fs.upload", container_id, started, path=done["path"], size=done["size"])

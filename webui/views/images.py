@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError, InvalidInputError, NotFoundError
 from webui import engine_client
+from webui.answers import error_text
 from webui.views.common import audit, engine_action, error_response, htmx_redirect
 
 IMAGE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -62,7 +63,7 @@ async def image_list(request: HttpRequest) -> HttpResponse:
     try:
         jobs = await engine_client.call("image.pulls", user=user)
     except EngineError as err:
-        error = err.message
+        error = error_text(err)
     ctx = {
         "nav": "images",
         "jobs": _decorate_jobs(jobs),
@@ -78,7 +79,7 @@ async def image_table(request: HttpRequest) -> HttpResponse:
     try:
         images = await engine_client.call("image.list", user=await request.auser())
     except EngineError as err:
-        return render(request, "images/table.html", {"error": err.message, "images": []})
+        return render(request, "images/table.html", {"error": error_text(err), "images": []})
     for image in images:
         image["short_id"] = image["Id"][:12]
         image["size_text"] = _human(image.get("Size"))
@@ -215,7 +216,7 @@ async def _credentials_page(request: HttpRequest, user: Any, **extra: Any) -> Ht
     try:
         logins = await engine_client.call("registry.list", user=user)
     except EngineError as err:
-        logins, extra["error"] = [], err.message
+        logins, extra["error"] = [], error_text(err)
     ctx = {"nav": "images", "logins": logins} | extra
     template = (
         "images/credentials_panel.html"
@@ -249,7 +250,7 @@ async def credentials_add(request: HttpRequest) -> HttpResponse:
         await engine_client.call("registry.login", args, user=user, timeout=LOGIN_TIMEOUT)
     except EngineError as err:
         await audit(user, "registry.login", registry[:128], started, err.message, username=username)
-        return await _credentials_page(request, user, error=err.message, registry=registry)
+        return await _credentials_page(request, user, error=error_text(err), registry=registry)
     await audit(user, "registry.login", registry[:128], started, username=username)
     return await _credentials_page(request, user, saved=registry)
 

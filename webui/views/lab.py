@@ -23,6 +23,7 @@ from engine.errors import EngineError
 from engine.protocol import LAB_CHECKS
 from webui import engine_client
 from webui.access import avisible_containers
+from webui.answers import error_text
 from webui.models import AuditEvent, LabRun
 from webui.views.common import engine_action, error_response
 from webui.views.containers import container_header
@@ -148,7 +149,7 @@ async def lab_checks(request: HttpRequest) -> HttpResponse:
             run.reached = run.reached | fresh
             await run.asave(update_fields=["reached"])
     except EngineError as err:
-        state, error = {"checks": {}, "facts": {}}, err.message
+        state, error = {"checks": {}, "facts": {}}, error_text(err)
     rows, next_found = [], False
     for key, title in LAB_CHECKS:
         done = key in run.reached
@@ -216,7 +217,7 @@ async def container_steps(request: HttpRequest, container_id: str) -> HttpRespon
             "lab.steps", {"id": container_id}, user=user, node=own.node
         )
     except EngineError as err:
-        return render(request, "lab/steps.html", {"error": err.message})
+        return render(request, "lab/steps.html", {"error": error_text(err)})
     next_found = False
     for step in described["steps"]:
         step["next"] = not step["done"] and not next_found

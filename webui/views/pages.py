@@ -8,6 +8,7 @@ from django.views.decorators.http import require_GET
 
 from engine.errors import EngineError
 from webui import engine_client
+from webui.answers import error_text
 
 STATUS_TIMEOUT = 2.0
 
@@ -21,7 +22,7 @@ async def _node_info() -> tuple[dict[str, object] | None, str]:
     try:
         return await engine_client.call("node.info", timeout=STATUS_TIMEOUT), ""
     except EngineError as err:
-        return None, err.message
+        return None, error_text(err)
 
 
 @require_GET

@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from engine.errors import EngineError, NotFoundError
 from webui import engine_client
 from webui.access import aget_container_for_user
+from webui.answers import error_text
 from webui.models import Ownership
 from webui.views.common import engine_action, error_response
 from webui.views.containers import container_header
@@ -95,7 +96,7 @@ async def run_tab(request: HttpRequest, container_id: str) -> HttpResponse:
         state = await _state(container_id, user, own.node)
     except EngineError as err:
         state = {"id": container_id, "name": own.name, "state": "unknown"}
-        error = err.message
+        error = error_text(err)
     ctx = _context(state, c=info, own=own, error=error)
     return render(request, "containers/tab_run.html", ctx)
 

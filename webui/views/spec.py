@@ -28,7 +28,8 @@ from engine.errors import EngineError, NotFoundError
 from engine.protocol import SPEC_MAX_BYTES
 from webui import engine_client
 from webui.access import aget_container_for_user
-from webui.views.common import audit, htmx_redirect
+from webui.answers import error_text, status_of
+from webui.views.common import audit, error_response, htmx_redirect
 
 META_SECONDS = 300.0  # how long the Spec tab's help (spec.meta) is kept per node
 _meta_cache: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -70,7 +71,9 @@ def _errors_of(err: EngineError) -> list[dict[str, str]]:
             for e in found
             if isinstance(e, dict)
         ]
-    return [{"field": str(err.details.get("field", "")), "message": err.message, "rule": err.code}]
+    return [
+        {"field": str(err.details.get("field", "")), "message": error_text(err), "rule": err.code}
+    ]
 
 
 def _parsed(text: str) -> dict[str, Any]:
@@ -197,7 +200,7 @@ async def spec_tab(request: HttpRequest, container_id: str) -> HttpResponse:
             "tab": "spec",
             "container_id": container_id,
             "c": _header(container_id[:12], "unknown"),
-            "engine_error": err.message,
+            "engine_error": error_text(err),
         }
     return render(request, "containers/tab_spec.html", context)
 
@@ -210,7 +213,7 @@ async def _rewrite(request: HttpRequest, container_id: str, op: str) -> HttpResp
         await _call(op, caller, id=container_id)
     except EngineError as err:
         await audit(caller.user, op, container_id, started, err.message)
-        return _refusal(request, container_id, _errors_of(err), status=400)
+        return _refusal(request, container_id, _errors_of(err), status=status_of(err))
     await audit(caller.user, op, container_id, started)
     return htmx_redirect(request, reverse("ui-container-spec", args=[container_id]))
 
@@ -301,7 +304,7 @@ async def diff(request: HttpRequest, container_id: str) -> HttpResponse:
     try:
         result = await _call("spec.diff", caller, id=container_id)
     except EngineError as err:
-        return HttpResponse(err.message, status=409, content_type="text/plain")
+        return error_response(err)
     oob = bool(request.headers.get("HX-Request"))  # also refresh the "edited" pill
     response = render(
         request,

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError
 from webui import engine_client
+from webui.answers import error_text
 from webui.views.common import engine_action
 from webui.views.containers import container_header
 
@@ -86,7 +87,7 @@ async def exec_create(request: HttpRequest, container_id: str) -> HttpResponse:
             done=lambda reply: {"command": reply["command"], "exec": reply["exec"]},
         )
     except EngineError as err:
-        return _exec_error(request, err.message)
+        return _exec_error(request, error_text(err))
     response = HttpResponse(status=204)
     label = " ".join(result["command"])[:40] + (f" ({run_as})" if run_as else "")
     response["HX-Trigger"] = json.dumps(
