@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from engine.errors import EngineError, InvalidInputError
 
 if TYPE_CHECKING:
     from engine.storage.containers import Containers
+    from engine.storage.records import ContainerRecord
 
 # The verbs import the engine modules they use when they run: `python -m engine info` should
 # not pay for the container stack, nor `ps` for the registry client and the spec schema.
@@ -161,6 +163,8 @@ def cmd_cp(engine: Engine, args: argparse.Namespace) -> int:
         transfer.cp_to_tar(engine, record, src, sys.stdout.buffer)
         return 0
     stats = transfer.cp(engine, record, src, dst, into_container=dst_ref is not None)
+    if stats.skipped and not (stats.files or stats.dirs or stats.links):
+        raise InvalidInputError(f"cp: {src[:200]}: not a file, directory or symlink, not copied")
     for skipped in stats.skipped:
         print(f"skipped {skipped}: not a file, directory or symlink", file=sys.stderr)
     return 0
@@ -170,17 +174,83 @@ def _short(text: str) -> str:
     return text if len(text) <= 20 else text[:17] + "..."
 
 
-def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.storage.podjson import created_text, effective_command, ps_json, status_text
+def _command(record: ContainerRecord, no_trunc: bool) -> str:
+    from engine.storage.podjson import effective_command
+
+    text = " ".join(effective_command(record))
+    return text if no_trunc else _short(text)
+
+
+PS_FILTER_KEYS = ("name", "id", "status", "ancestor")
+PS_STATUSES = ("created", "running", "paused", "exited")
+
+
+def parse_ps_filters(entries: list[str]) -> dict[str, list[str]]:
+    """podman's ``--filter KEY=VALUE``, for the keys Gantry knows; anything else is refused."""
+    filters: dict[str, list[str]] = {}
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        if not sep or key not in PS_FILTER_KEYS or not value:
+            raise InvalidInputError(
+                f"invalid filter {entry[:80]!r}: use KEY=VALUE with {', '.join(PS_FILTER_KEYS)}"
+            )
+        if key == "status" and value not in PS_STATUSES:
+            raise InvalidInputError(
+                f"invalid status {value[:40]!r}: one of {', '.join(PS_STATUSES)}"
+            )
+        if key == "name":
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise InvalidInputError(f"invalid name filter {value[:80]!r}: {err}") from None
+        filters.setdefault(key, []).append(value)
+    return filters
+
+
+def _matches(record: ContainerRecord, key: str, value: str) -> bool:
+    if key == "name":
+        return re.search(value, record.name) is not None
+    if key == "id":
+        return record.id.startswith(value)
+    if key == "status":  # podman's "created" is Gantry's created and configured
+        state = "created" if record.state == "configured" else record.state
+        return state == value
+    name = (
+        record.image_name.rsplit(":", 1)[0]
+        if ":" in record.image_name.rsplit("/", 1)[-1]
+        else record.image_name
+    )
+    names = {record.image_name, name, name.rsplit("/", 1)[-1]}  # with or without tag, short
+    hex_id = record.image_id.removeprefix("sha256:")
+    return value in names or hex_id.startswith(value.removeprefix("sha256:"))
+
+
+def select_for_ps(
+    records: list[ContainerRecord], args: argparse.Namespace, filters: dict[str, list[str]]
+) -> list[ContainerRecord]:
+    """What ``ps`` shows: running ones, or all with -a, a filter, --latest or --last; newest
+    first, as podman lists them."""
     from engine.storage.records import ACTIVE_STATES
 
-    containers = _containers(engine, runtime_hooks=True)
-    records = [containers.synced(r) for r in containers.list()]
-    if not args.all:
+    records = sorted(records, key=lambda r: r.created, reverse=True)
+    if not (args.all or filters or args.latest or args.last >= 0):
         records = [r for r in records if r.state in ACTIVE_STATES]
+    for key, values in filters.items():
+        records = [r for r in records if any(_matches(r, key, v) for v in values)]
+    if args.latest:
+        return records[:1]
+    return records[: args.last] if args.last >= 0 else records
+
+
+def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
+    from engine.storage.podjson import created_text, ps_json, status_text
+
+    filters = parse_ps_filters(args.filter)
+    containers = _containers(engine, runtime_hooks=True)
+    records = select_for_ps([containers.synced(r) for r in containers.list()], args, filters)
     if args.quiet:
         for r in records:
-            print(r.short_id)
+            print(r.id if args.no_trunc else r.short_id)
         return 0
     if args.format == "json":
         print_json([ps_json(r) for r in records])
@@ -190,9 +260,9 @@ def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
         ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
         [
             [
-                r.short_id,
+                r.id if args.no_trunc else r.short_id,
                 r.image_name,
-                _short(" ".join(effective_command(r))),
+                _command(r, args.no_trunc),
                 created_text(r, now),
                 status_text(r, now),
                 "",
@@ -273,6 +343,17 @@ def register(sub: Any) -> None:
     p = verb("ps", cmd_ps, "list containers")
     p.add_argument("-a", "--all", action="store_true", help="all containers, not only running")
     p.add_argument("-q", "--quiet", action="store_true", help="print ids only")
+    p.add_argument("-l", "--latest", action="store_true", help="the latest created container")
+    p.add_argument("-n", "--last", type=int, default=-1, metavar="N", help="the N latest created")
+    p.add_argument("--no-trunc", action="store_true", help="full ids and commands")
+    p.add_argument(
+        "-f",
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="name, id, status or ancestor (repeat: a key twice is either, two keys both)",
+    )
     add_format(p)
 
     p = verb("inspect", cmd_inspect, "show containers' configuration and state as JSON")

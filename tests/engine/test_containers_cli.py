@@ -108,3 +108,31 @@ def test_a_bare_env_name_takes_the_hosts_value(cli) -> None:
         env={"HOSTV": "from host"})  # fmt: skip
     [info] = json.loads(cli("inspect", "envs").stdout)
     assert {"HOSTV=from host", "UNSETV=", "A=1"} <= set(info["Config"]["Env"])
+
+
+def test_ps_as_the_seed_types_it(cli) -> None:
+    """`podman ps -l -q --no-trunc` and its neighbours: the latest, the last N, full ids, and
+    filters by name, id, status and ancestor."""
+    ids = {n: cli("create", "--name", n, "busybox", "true").stdout.strip() for n in "abc"}
+    assert cli("ps", "-l", "-q", "--no-trunc").stdout == ids["c"] + "\n"
+    assert cli("ps", "--latest", "--quiet").stdout == ids["c"][:12] + "\n"
+    assert cli("ps", "-n", "2", "-q").stdout.split() == [ids["c"][:12], ids["b"][:12]]
+    assert cli("ps", "--filter", "name=^b$", "-q").stdout.split() == [ids["b"][:12]]
+    assert cli("ps", "-f", "id=" + ids["a"][:5], "-q").stdout.split() == [ids["a"][:12]]
+    assert len(cli("ps", "-f", "status=created", "-q").stdout.split()) == 3
+    assert cli("ps", "-f", "status=running", "-q").stdout == ""
+    assert len(cli("ps", "-f", "ancestor=busybox", "-f", "name=a", "-q").stdout.split()) == 1
+    table = cli("ps", "-a", "--no-trunc").stdout.splitlines()
+    assert ids["a"] in table[-1] or any(ids["a"] in line for line in table)
+    bad = cli("ps", "--filter", "colour=red", ok=False)
+    assert bad.returncode == 125 and "invalid filter" in bad.stderr
+
+
+def test_cp_of_one_fifo_fails_instead_of_copying_nothing(cli, tmp_path: Path) -> None:
+    cli("create", "--name", "fifo", "busybox", "true")
+    merged = Path(cli("mount", "fifo").stdout.strip())
+    os.mkfifo(merged / "pipe")
+    out = cli("cp", "fifo:/pipe", str(tmp_path / "pipe"), ok=False)
+    assert out.returncode == 125 and "not copied" in out.stderr
+    assert not (tmp_path / "pipe").exists()
+    cli("umount", "fifo")
