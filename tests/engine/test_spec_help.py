@@ -47,3 +47,10 @@ def test_lookup_generalises_indexes_and_falls_back_to_parents() -> None:
     assert parent is not None and parent.field == "process.capabilities"
     assert help_for("nothing.here") is None
     assert titles()["process.cwd"].endswith("podman: -w / --workdir.")
+
+
+def test_our_schema_is_a_valid_json_schema() -> None:
+    """Checked here once, so that the CLI and the worker do not check it on every start."""
+    import jsonschema
+
+    jsonschema.validators.validator_for(SCHEMA).check_schema(SCHEMA)
