@@ -40,6 +40,7 @@ return 1
 SWEEP_EVERY = 5.0  # seconds between sweeps of queues nobody reads
 RETRY_DELAY = 0.5  # seconds between reads while Redis is unreachable
 LONG_QUEUE = 10  # a local channel this many times the layer's capacity behind is logged
+STUCK_QUEUE = 100  # ... and this many times behind, its consumer has stopped: it is cleared
 
 
 class LocalChannels:
@@ -50,6 +51,7 @@ class LocalChannels:
         self.expiry = expiry
         self.queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self.last_read: dict[str, float] = {}
+        self.last_delivered: dict[str, float] = {}
         self.waiting: dict[str, int] = {}
         self.swept = time.monotonic()
         self.task: asyncio.Task[None] | None = None
@@ -66,11 +68,15 @@ class LocalChannels:
         channel is bounded by its sender (a terminal's credit window, a reply per request),
         and a channel nobody reads is swept after ``expiry``. Dropping the oldest, as
         channels_redis' buffer does, lost terminal output under load."""
+        self.sweep()
         q = self.queue(channel)
         q.put_nowait(message)
+        self.last_delivered[channel] = time.monotonic()
         if q.qsize() == LONG_QUEUE * self.capacity:
             log.warning("local channel %s holds %d messages unread", channel, q.qsize())
-        self.sweep()
+        elif q.qsize() >= STUCK_QUEUE * self.capacity:
+            log.error("local channel %s: %d messages unread, cleared", channel, q.qsize())
+            self.queues[channel] = asyncio.Queue()  # (nobody waits on a queue that long)
 
     async def get(self, channel: str) -> dict[str, Any]:
         q = self.queue(channel)
@@ -86,14 +92,18 @@ class LocalChannels:
                 del self.waiting[channel]
 
     def sweep(self) -> None:
+        """Forget the channels nobody waits on, read or sent to for ``expiry`` seconds (a
+        consumer busy with one message for longer keeps what keeps coming)."""
         now = time.monotonic()
         if now - self.swept < SWEEP_EVERY:
             return
         self.swept = now
-        for channel, last in list(self.last_read.items()):
-            if now - last > self.expiry and channel not in self.waiting:
+        for channel, read in list(self.last_read.items()):
+            active = max(read, self.last_delivered.get(channel, 0.0))
+            if now - active > self.expiry and channel not in self.waiting:
                 self.queues.pop(channel, None)
                 self.last_read.pop(channel, None)
+                self.last_delivered.pop(channel, None)
 
 
 class GantryRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]

@@ -16,7 +16,8 @@ import redis.asyncio
 from django.conf import settings
 
 from engine.rpc.worker import LayerPublisher, send_patiently
-from webui.channel_layer import GantryRedisChannelLayer
+from webui import channel_layer
+from webui.channel_layer import GantryRedisChannelLayer, LocalChannels
 
 
 def new_layer() -> GantryRedisChannelLayer:
@@ -179,3 +180,22 @@ async def test_a_reader_slower_than_its_sender_loses_nothing(
     while len(got) < count:
         got.append((await asyncio.wait_for(web.receive(channel), 5))["n"])
     assert got == list(range(count))
+
+
+async def test_a_consumer_busy_longer_than_the_expiry_keeps_what_keeps_coming(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweep forgot a channel not *read* for the expiry, with the messages that had just
+    come for it, while its consumer was busy with one message; Redis keeps a message for the
+    expiry after it was sent. And a channel nobody reads or sends to is forgotten."""
+    monkeypatch.setattr(channel_layer, "SWEEP_EVERY", 0.0)
+    local = LocalChannels(capacity=200, expiry=0.2)
+    local.deliver("busy!1", {"n": 1})
+    local.deliver("gone!1", {"n": 1})
+    assert (await local.get("busy!1"))["n"] == 1  # then busy, not waiting, for 0.5 s
+    for n in range(2, 7):
+        await asyncio.sleep(0.1)
+        local.deliver("busy!1", {"n": n})
+    got = [(await asyncio.wait_for(local.get("busy!1"), 2))["n"] for _ in range(5)]
+    assert got == [2, 3, 4, 5, 6]
+    assert "gone!1" not in local.queues
