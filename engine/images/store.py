@@ -145,11 +145,14 @@ class Store:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             return -1
-        fcntl.flock(fd, fcntl.LOCK_EX)  # waits for a sweep that holds it, if one does
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for a sweep that holds it, if one does
             same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
             same = False
+        except BaseException:
+            os.close(fd)
+            raise
         if not same:
             os.close(fd)
             return -1

@@ -27,6 +27,7 @@ from engine.runtime.nodeinfo import node_info
 log = logging.getLogger("gantry.engine.worker")
 HEARTBEAT_INTERVAL = 1.0
 SEND_TIMEOUT = 30.0
+PUBLISH_TIMEOUT = 5.0  # one event to a group; events are hints, pages read state
 
 
 class ChannelLayer(Protocol):
@@ -72,9 +73,10 @@ class LayerPublisher:
         while True:
             group, event = await self.queue.get()
             try:
-                await self.layer.group_send(group, event)
+                # bounded: a stalled Redis must not hold every later event for its 30 s timeout
+                await asyncio.wait_for(self.layer.group_send(group, event), PUBLISH_TIMEOUT)
             except Exception as err:
-                log.warning("publish to %s failed: %s", group, err)
+                log.warning("publish to %s failed: %s", group, err or type(err).__name__)
             finally:
                 self.queue.task_done()
 

@@ -163,6 +163,11 @@
   }
   document.addEventListener("pointerup", release, true);
   document.addEventListener("pointercancel", release, true);
+  // a press may never see its pointerup (a context menu, a drag, the window left meanwhile)
+  for (const name of ["contextmenu", "dragstart", "blur", "visibilitychange"]) {
+    window.addEventListener(name, release, true);
+  }
+  document.addEventListener("pointerdown", () => setTimeout(release, 3000), true);
   document.addEventListener("htmx:beforeSwap", (e) => {
     const target = e.detail.target;
     const config = e.detail.requestConfig || {};

@@ -199,3 +199,33 @@ async def test_a_consumer_busy_longer_than_the_expiry_keeps_what_keeps_coming(
     got = [(await asyncio.wait_for(local.get("busy!1"), 2))["n"] for _ in range(5)]
     assert got == [2, 3, 4, 5, 6]
     assert "gone!1" not in local.queues
+
+
+async def test_a_publish_that_hangs_does_not_hold_the_ones_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stalled Redis held every later event for its 30 s socket timeout."""
+    from engine.rpc import worker
+
+    monkeypatch.setattr(worker, "PUBLISH_TIMEOUT", 0.1)
+
+    class HangsOnce:
+        def __init__(self) -> None:
+            self.sent: list[int] = []
+            self.done = asyncio.Event()
+
+        async def group_send(self, group: str, message: dict[str, Any]) -> None:
+            if message["n"] == 0:
+                await asyncio.Event().wait()  # never answers
+            self.sent.append(message["n"])
+            if len(self.sent) == 3:
+                self.done.set()
+
+    layer = HangsOnce()
+    publisher = LayerPublisher(layer, asyncio.get_running_loop())  # type: ignore[arg-type]
+    publisher.start()
+    for n in range(4):
+        publisher.publish("g", {"type": "x", "n": n})
+    await asyncio.wait_for(layer.done.wait(), 5)
+    await publisher.stop()
+    assert layer.sent == [1, 2, 3]
