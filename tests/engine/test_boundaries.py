@@ -86,6 +86,8 @@ def test_the_whole_web_loads_only_the_protocol_and_the_errors_of_the_engine() ->
         "    if not info.name.startswith('webui.management'):\n"
         "        importlib.import_module(info.name)\n"
         "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'engine')))\n"
+        "import shutil, tests.settings\n"  # the temp dir its import made
+        "shutil.rmtree(tests.settings.TEST_TMP, ignore_errors=True)\n"
     )
     loaded = set(run_python(code).split(","))
     assert loaded == {"engine", "engine.errors", "engine.protocol"}

@@ -124,8 +124,10 @@ def test_ps_as_the_seed_types_it(cli) -> None:
     assert len(cli("ps", "-f", "ancestor=busybox", "-f", "name=a", "-q").stdout.split()) == 1
     table = cli("ps", "-a", "--no-trunc").stdout.splitlines()
     assert ids["a"] in table[-1] or any(ids["a"] in line for line in table)
-    bad = cli("ps", "--filter", "colour=red", ok=False)
-    assert bad.returncode == 125 and "invalid filter" in bad.stderr
+    for hostile, said in [("colour=red", "invalid filter"), ("name=(", "invalid name filter"),
+                          ("status=dead", "invalid status"), ("id", "invalid filter")]:  # fmt: skip
+        bad = cli("ps", "--filter", hostile, ok=False)
+        assert bad.returncode == 125 and said in bad.stderr, bad.stderr
 
 
 def test_cp_of_one_fifo_fails_instead_of_copying_nothing(cli, tmp_path: Path) -> None:
