@@ -19,14 +19,14 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
-from engine.api.args import Args
 from engine.api.base import Context, op
+from engine.core import Engine
 from engine.errors import InvalidInputError, NotFoundError
 from engine.hostfs import securepath
 from engine.images.store import Store
-from engine.protocol import CONTAINER_ID_RE, NAME_RE
+from engine.protocol import CONTAINER_ID_RE, NAME_RE, verbs
+from engine.protocol.verbs import Json
 from engine.runtime.lifecycle import Lifecycle
 from engine.storage import diff, mounts, rootfs
 from engine.storage.containers import Containers, publish_container_event
@@ -43,73 +43,62 @@ def with_runtime(ctx: Context) -> Containers:
     return ctx.engine.get(Lifecycle).containers
 
 
-def record_of(ctx: Context, args: Args, key: str = "id") -> ContainerRecord:
-    """The container an argument names (full id, name, or unique id prefix)."""
-    return ctx.engine.get(Containers).get(args.get_str(key, required=True, max_len=128))
+def record_of(ctx: Context, ref: str) -> ContainerRecord:
+    """The container a reference names (full id, name, or unique id prefix)."""
+    return ctx.engine.get(Containers).get(ref)
 
 
-@op("container.create")
-def create(ctx: Context, args: Args) -> dict[str, Any]:
-    image = args.get_str("image", required=True, max_len=512)
-    name = args.get_str("name", default="", max_len=128)
-    entrypoint_raw = args.raw("entrypoint")
-    entrypoint: list[str] | None = None
-    if entrypoint_raw is not None:
-        entrypoint = args.get_str_list("entrypoint", max_items=256)
+@op(verbs.CONTAINER_CREATE)
+def create(ctx: Context, args: verbs.Create) -> Json:
+    if args.name and not NAME_RE.match(args.name):
+        raise InvalidInputError(f"name {args.name[:80]!r}: letters, digits, '_', '.', '-'")
     options = CreateOptions(
-        command=args.get_str_list("command", max_items=256),
-        entrypoint=entrypoint,
-        env=args.get_str_list("env", max_items=1024),
-        workdir=args.get_str("workdir", default="", max_len=4096),
-        user=args.get_str("user", default="", max_len=130),
-        tty=args.get_bool("tty"),
-        interactive=args.get_bool("interactive"),
-        volumes=[parse_volume(v) for v in args.get_str_list("volumes", max_items=64)],
-        hostname=args.get_str("hostname", default="", max_len=64),
+        command=args.command,
+        entrypoint=args.entrypoint,
+        env=args.env,
+        workdir=args.workdir,
+        user=args.user,
+        tty=args.tty,
+        interactive=args.interactive,
+        volumes=[parse_volume(v) for v in args.volumes],
+        hostname=args.hostname,
     )
-    args.done()
-    if name and not NAME_RE.match(name):
-        raise InvalidInputError(f"name {name[:80]!r}: letters, digits, '_', '.', '-'")
-    record = ctx.engine.get(Containers).create(options, image, name, publisher=ctx.publisher)
+    record = ctx.engine.get(Containers).create(
+        options, args.image, args.name, publisher=ctx.publisher
+    )
     return ps_json(record)
 
 
-@op("container.list")
-def list_(ctx: Context, args: Args) -> list[dict[str, Any]]:
-    ids = args.get_str_list("ids", max_items=10000, max_len=64)
-    args.done()
+@op(verbs.CONTAINER_LIST)
+def list_(ctx: Context, args: verbs.ListContainers) -> list[Json]:
     containers = with_runtime(ctx)
     records = containers.list()
-    if args.raw("ids") is not None:
-        wanted = {i for i in ids if CONTAINER_ID_RE.match(i)}
+    if args.ids is not None:
+        wanted = {i for i in args.ids if CONTAINER_ID_RE.match(i)}
         records = [r for r in records if r.id in wanted]
     return [ps_json(containers.synced(r)) for r in records]
 
 
-@op("container.inspect")
-def inspect(ctx: Context, args: Args) -> dict[str, Any]:
-    record = record_of(ctx, args)
-    args.done()
+@op(verbs.CONTAINER_INSPECT)
+def inspect(ctx: Context, args: verbs.Id) -> Json:
+    record = record_of(ctx, args.id)
     containers = with_runtime(ctx)
     return containers.inspect(containers.synced(record))
 
 
-@op("container.mount")
-def mount(ctx: Context, args: Args) -> dict[str, Any]:
-    record = record_of(ctx, args)
-    args.done()
+@op(verbs.CONTAINER_MOUNT)
+def mount(ctx: Context, args: verbs.Id) -> verbs.Mounted:
+    record = record_of(ctx, args.id)
     containers = ctx.engine.get(Containers)
     path = containers.mount(record.id, publisher=ctx.publisher)
     return {"path": str(path), "mount_count": containers.load(record.id).mount_count}
 
 
-@op("container.unmount")
-def unmount(ctx: Context, args: Args) -> dict[str, Any]:
-    record = record_of(ctx, args)
-    force = args.get_bool("force")
-    args.done()
+@op(verbs.CONTAINER_UNMOUNT)
+def unmount(ctx: Context, args: verbs.Force) -> verbs.Unmounted:
+    record = record_of(ctx, args.id)
     containers = ctx.engine.get(Containers)
-    after = containers.unmount(record.id, force=force, publisher=ctx.publisher)
+    after = containers.unmount(record.id, force=args.force, publisher=ctx.publisher)
     return {"mount_count": after.mount_count, "mounted": containers.is_mounted(record.id)}
 
 
@@ -119,8 +108,8 @@ ENGINE_MOUNT_POINTS = ("/etc/hostname", "/etc/hosts")
 _NO_LINKS_IN_ROOT = securepath.IN_ROOT | securepath.RESOLVE_NO_SYMLINKS
 
 
-def changes(ctx: Context, record: ContainerRecord) -> list[diff.Change]:
-    containers = ctx.engine.get(Containers)
+def changes(engine: Engine, record: ContainerRecord) -> list[diff.Change]:
+    containers = engine.get(Containers)
     upper = containers.paths(record.id).upper
     layers: list[tuple[str, Path]] = [(diff.UPPER, upper)]
     lowers = containers.lower_dirs(record)
@@ -150,19 +139,16 @@ def _engine_stub(upper: Path, change: diff.Change) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_size == 0
 
 
-@op("container.diff")
-def diff_(ctx: Context, args: Args) -> list[dict[str, str]]:
-    record = record_of(ctx, args)
-    args.done()
-    return [{"kind": c.kind, "path": c.path} for c in changes(ctx, record)]
+@op(verbs.CONTAINER_DIFF)
+def diff_(ctx: Context, args: verbs.Id) -> list[verbs.Change]:
+    record = record_of(ctx, args.id)
+    return [{"kind": c.kind, "path": c.path} for c in changes(ctx.engine, record)]
 
 
-@op("container.remove")
-def remove(ctx: Context, args: Args) -> dict[str, Any]:
-    record = record_of(ctx, args)
-    force = args.get_bool("force")
-    args.done()
-    removed = with_runtime(ctx).remove(record.id, force=force, publisher=ctx.publisher)
+@op(verbs.CONTAINER_REMOVE)
+def remove(ctx: Context, args: verbs.Force) -> verbs.Removed:
+    record = record_of(ctx, args.id)
+    removed = with_runtime(ctx).remove(record.id, force=args.force, publisher=ctx.publisher)
     return {"id": removed.id, "name": removed.name}
 
 
@@ -201,12 +187,11 @@ def disk_usage(path: Path, limit: int = MAX_DU_ENTRIES) -> tuple[int, int, bool]
     return total, count, True
 
 
-@op("container.storage")
-def storage(ctx: Context, args: Args) -> dict[str, Any]:
+@op(verbs.CONTAINER_STORAGE)
+def storage(ctx: Context, args: verbs.Id) -> Json:
     """What the Storage tab draws: the image's layers (bottom first) with sizes, the upper,
     work and merged dirs, the overlay options and command line, and what the kernel shows."""
-    record = record_of(ctx, args)
-    args.done()
+    record = record_of(ctx, args.id)
     containers = ctx.engine.get(Containers)
     store = ctx.engine.get(Store)
     paths = containers.paths(record.id)

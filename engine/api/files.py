@@ -21,146 +21,90 @@ Streams send one message per chunk (at most CHUNK bytes of data, well under 512 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import threading
 import time
-from typing import Any
 
-from engine.api.args import Args
 from engine.api.base import Context, op
 from engine.api.containers import record_of
-from engine.errors import InvalidInputError
 from engine.files.bulk import BulkWriter
-from engine.files.explorer import DEFAULT_LIMIT, MAX_LIMIT, MAX_VIEW, MAX_WRITE, Files
-from engine.files.transfer import MAX_CHUNK, Transfers
+from engine.files.explorer import Files
+from engine.files.transfer import Transfers
+from engine.protocol import verbs
+from engine.protocol.verbs import Json
 
 log = logging.getLogger("gantry.engine.files")
-PATH_MAX_LEN = 65536  # longer is refused by securepath with a clear message anyway
 REAP_INTERVAL = 60.0
 
 
-def _path(args: Args, key: str = "path") -> str:
-    value: str = args.get_str(key, required=True, max_len=PATH_MAX_LEN)
-    return value
-
-
-def _mode(args: Args) -> int:
-    raw = args.raw("mode")
-    if isinstance(raw, str):
-        try:
-            value = int(raw, 8)
-        except ValueError as err:
-            raise InvalidInputError(f"mode: {raw[:20]!r} is not an octal mode") from err
-    elif isinstance(raw, int) and not isinstance(raw, bool):
-        value = raw
-    else:
-        raise InvalidInputError("mode: required (octal string like '0755' or an integer)")
-    if not 0 <= value <= 0o7777:
-        raise InvalidInputError("mode: must be between 0000 and 7777")
-    return value
-
-
-@op("fs.list")
-def list_(ctx: Context, args: Args) -> dict[str, Any]:
-    record = record_of(ctx, args)
-    path = _path(args)
-    offset = args.get_int("offset", default=0, lo=0, hi=10_000_000)
-    limit = args.get_int("limit", default=DEFAULT_LIMIT, lo=1, hi=MAX_LIMIT)
-    deleted = args.get_bool("deleted", default=True)
-    args.done()
-    return ctx.engine.get(Files).list_dir(record, path, offset, limit, deleted=deleted)
-
-
-@op("fs.stat")
-def stat_(ctx: Context, args: Args) -> dict[str, Any]:
-    record = record_of(ctx, args)
-    path = _path(args)
-    follow = args.get_bool("follow")
-    args.done()
-    return ctx.engine.get(Files).stat(record, path, follow=follow)
-
-
-@op("fs.read")
-def read(ctx: Context, args: Args) -> dict[str, Any]:
-    record = record_of(ctx, args)
-    path = _path(args)
-    limit = args.get_int("limit", default=MAX_VIEW, lo=0, hi=MAX_VIEW)
-    args.done()
-    return ctx.engine.get(Files).read(record, path, limit)
-
-
-@op("fs.write")
-def write(ctx: Context, args: Args) -> dict[str, Any]:
-    record = record_of(ctx, args)
-    path = _path(args)
-    content = args.get_str("content", default="", max_len=MAX_WRITE)
-    token = args.get_str("token", max_len=200)
-    create = args.get_bool("create")
-    args.done()
-    return ctx.engine.get(Files).write(
-        record, path, content.encode("utf-8"), token=token, create=create
+@op(verbs.FS_LIST)
+def list_(ctx: Context, args: verbs.FsList) -> Json:
+    record = record_of(ctx, args.id)
+    return ctx.engine.get(Files).list_dir(
+        record, args.path, args.offset, args.limit, deleted=args.deleted
     )
 
 
-@op("fs.touch")
-def touch(ctx: Context, args: Args) -> dict[str, Any]:
-    record = record_of(ctx, args)
-    path = _path(args)
-    args.done()
-    return ctx.engine.get(Files).touch(record, path)
+@op(verbs.FS_STAT)
+def stat_(ctx: Context, args: verbs.FsStat) -> Json:
+    return ctx.engine.get(Files).stat(record_of(ctx, args.id), args.path, follow=args.follow)
 
 
-@op("fs.mkdir")
-def mkdir(ctx: Context, args: Args) -> dict[str, Any]:
-    record = record_of(ctx, args)
-    path = _path(args)
-    parents = args.get_bool("parents")
-    mode = _mode(args) if args.raw("mode") is not None else 0o755
-    args.done()
-    return ctx.engine.get(Files).mkdir(record, path, parents=parents, mode=mode)
+@op(verbs.FS_READ)
+def read(ctx: Context, args: verbs.FsRead) -> Json:
+    return ctx.engine.get(Files).read(record_of(ctx, args.id), args.path, args.limit)
 
 
-@op("fs.delete")
-def delete(ctx: Context, args: Args) -> dict[str, Any]:
-    record = record_of(ctx, args)
-    path = _path(args)
-    recursive = args.get_bool("recursive")
-    args.done()
-    return ctx.engine.get(Files).delete(record, path, recursive=recursive)
+@op(verbs.FS_WRITE)
+def write(ctx: Context, args: verbs.FsWrite) -> Json:
+    return ctx.engine.get(Files).write(
+        record_of(ctx, args.id),
+        args.path,
+        args.content.encode("utf-8"),
+        token=args.token,
+        create=args.create,
+    )
 
 
-@op("fs.rename")
-def rename(ctx: Context, args: Args) -> dict[str, Any]:
-    record = record_of(ctx, args)
-    src = _path(args, "path")
-    dst = _path(args, "to")
-    args.done()
-    return ctx.engine.get(Files).rename(record, src, dst)
+@op(verbs.FS_TOUCH)
+def touch(ctx: Context, args: verbs.At) -> Json:
+    return ctx.engine.get(Files).touch(record_of(ctx, args.id), args.path)
 
 
-@op("fs.chmod")
-def chmod(ctx: Context, args: Args) -> dict[str, Any]:
-    record = record_of(ctx, args)
-    path = _path(args)
-    mode = _mode(args)
-    args.done()
-    return ctx.engine.get(Files).chmod(record, path, mode)
+@op(verbs.FS_MKDIR)
+def mkdir(ctx: Context, args: verbs.FsMkdir) -> Json:
+    return ctx.engine.get(Files).mkdir(
+        record_of(ctx, args.id), args.path, parents=args.parents, mode=args.mode
+    )
 
 
-@op("fs.download")
-def download(ctx: Context, args: Args) -> dict[str, Any]:
+@op(verbs.FS_DELETE)
+def delete(ctx: Context, args: verbs.FsDelete) -> Json:
+    return ctx.engine.get(Files).delete(
+        record_of(ctx, args.id), args.path, recursive=args.recursive
+    )
+
+
+@op(verbs.FS_RENAME)
+def rename(ctx: Context, args: verbs.FsRename) -> Json:
+    return ctx.engine.get(Files).rename(record_of(ctx, args.id), args.path, args.to)
+
+
+@op(verbs.FS_CHMOD)
+def chmod(ctx: Context, args: verbs.FsChmod) -> Json:
+    return ctx.engine.get(Files).chmod(record_of(ctx, args.id), args.path, args.mode)
+
+
+@op(verbs.FS_DOWNLOAD)
+def download(ctx: Context, args: verbs.FsDownload) -> verbs.Downloaded:
     """Stream a file (or a directory as tar) to the requester, then reply with totals.
     With ``lane`` (engine/files/bulk.py) the chunks go on that Redis list instead of the channel;
     "fs.begin" says which way they come."""
-    record = record_of(ctx, args)
-    path = _path(args)
-    lane = BulkWriter.open(ctx.publisher, args.raw("lane"))
-    args.done()
+    record = record_of(ctx, args.id)
+    lane = BulkWriter.open(ctx.publisher, args.lane)
     started = time.monotonic()
     total = 0
-    with ctx.engine.get(Transfers).download(record, path) as dl:
+    with ctx.engine.get(Transfers).download(record, args.path) as dl:
         ctx.publisher.send(
             ctx.reply_to,
             {
@@ -204,56 +148,33 @@ def download(ctx: Context, args: Args) -> dict[str, Any]:
     }
 
 
-@op("fs.upload_begin")
-def upload_begin(ctx: Context, args: Args) -> dict[str, Any]:
-    record = record_of(ctx, args)
-    path = _path(args)
-    size = args.get_int("size", required=True, lo=0, hi=1 << 50)
-    overwrite = args.get_bool("overwrite", default=True)
-    mode = _mode(args) if args.raw("mode") is not None else None
-    args.done()
+@op(verbs.FS_UPLOAD_BEGIN)
+def upload_begin(ctx: Context, args: verbs.UploadBegin) -> Json:
     return ctx.engine.get(Transfers).upload_begin(
-        record, path, size, user=ctx.user, overwrite=overwrite, mode=mode
+        record_of(ctx, args.id),
+        args.path,
+        args.size,
+        user=ctx.user,
+        overwrite=args.overwrite,
+        mode=args.mode,
     )
 
 
-def _data(args: Args) -> bytes:
-    raw = args.raw("data")
-    if isinstance(raw, bytes | bytearray):
-        data = bytes(raw)
-    elif isinstance(raw, str):
-        try:
-            data = base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError) as err:
-            raise InvalidInputError("data: not base64") from err
-    else:
-        raise InvalidInputError("data: required (bytes or base64)")
-    if len(data) > MAX_CHUNK:
-        raise InvalidInputError(f"data: at most {MAX_CHUNK} bytes per chunk")
-    return data
+@op(verbs.FS_UPLOAD_CHUNK)
+def upload_chunk(ctx: Context, args: verbs.UploadChunk) -> Json:
+    return ctx.engine.get(Transfers).upload_chunk(
+        args.upload, args.offset, args.data, user=ctx.user
+    )
 
 
-@op("fs.upload_chunk")
-def upload_chunk(ctx: Context, args: Args) -> dict[str, Any]:
-    upload = args.get_str("upload", required=True, max_len=64)
-    offset = args.get_int("offset", required=True, lo=0, hi=1 << 50)
-    data = _data(args)
-    args.done()
-    return ctx.engine.get(Transfers).upload_chunk(upload, offset, data, user=ctx.user)
+@op(verbs.FS_UPLOAD_COMMIT)
+def upload_commit(ctx: Context, args: verbs.UploadId) -> Json:
+    return ctx.engine.get(Transfers).upload_commit(args.upload, user=ctx.user)
 
 
-@op("fs.upload_commit")
-def upload_commit(ctx: Context, args: Args) -> dict[str, Any]:
-    upload = args.get_str("upload", required=True, max_len=64)
-    args.done()
-    return ctx.engine.get(Transfers).upload_commit(upload, user=ctx.user)
-
-
-@op("fs.upload_abort")
-def upload_abort(ctx: Context, args: Args) -> dict[str, Any]:
-    upload = args.get_str("upload", required=True, max_len=64)
-    args.done()
-    return ctx.engine.get(Transfers).upload_abort(upload, user=ctx.user)
+@op(verbs.FS_UPLOAD_ABORT)
+def upload_abort(ctx: Context, args: verbs.UploadId) -> Json:
+    return ctx.engine.get(Transfers).upload_abort(args.upload, user=ctx.user)
 
 
 def reap_uploads(ctx: Context) -> None:

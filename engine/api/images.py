@@ -17,67 +17,49 @@ registry.list   {}                               -> [{registry, username}] (no p
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Any
 
-from engine.api.args import Args
 from engine.api.base import Context, op
-from engine.errors import InvalidInputError, PolicyError
+from engine.errors import PolicyError
 from engine.images.service import Images, list_entry
 from engine.images.store import Store
-from engine.protocol import EVENTS_GROUP
+from engine.protocol import EVENTS_GROUP, verbs
+from engine.protocol.verbs import Json
 from engine.registry import refs
 from engine.registry.credentials import Credentials
 
-JOB_RE = re.compile(r"^[0-9a-f]{16}$")
 
-
-@op("image.pull")
-def pull(ctx: Context, args: Args) -> dict[str, Any]:
-    ref = args.get_str("ref", required=True, max_len=refs.MAX_REF)
-    platform = args.get_str("platform", default="", max_len=100)
-    tls_verify = args.raw("tls_verify")
-    if tls_verify is not None and not isinstance(tls_verify, bool):
-        raise InvalidInputError("tls_verify: must be true or false")
-    args.done()
+@op(verbs.IMAGE_PULL)
+def pull(ctx: Context, args: verbs.Pull) -> Json:
     job = ctx.engine.get(Images).start_pull(
-        ref,
-        platform=platform or None,
-        tls_verify=tls_verify,
+        args.ref,
+        platform=args.platform or None,
+        tls_verify=args.tls_verify,
         user=ctx.user,
         publisher=ctx.publisher,
     )
     return job.snapshot()
 
 
-@op("image.pulls")
-def pulls(ctx: Context, args: Args) -> list[dict[str, Any]]:
-    job = args.get_str("job", default="", pattern=JOB_RE)
-    args.done()
+@op(verbs.IMAGE_PULLS)
+def pulls(ctx: Context, args: verbs.Pulls) -> list[Json]:
     jobs = ctx.engine.get(Images).jobs()
-    return [j for j in jobs if j["job"] == job] if job else jobs
+    return [j for j in jobs if j["job"] == args.job] if args.job else jobs
 
 
-@op("image.list")
-def list_(ctx: Context, args: Args) -> list[dict[str, Any]]:
-    args.done()
+@op(verbs.IMAGE_LIST)
+def list_(ctx: Context, args: verbs.NoArgs) -> list[Json]:
     return ctx.engine.get(Images).list_json()
 
 
-@op("image.inspect")
-def inspect(ctx: Context, args: Args) -> dict[str, Any]:
-    image = args.get_str("image", required=True, max_len=refs.MAX_REF)
-    args.done()
-    return ctx.engine.get(Images).inspect(image)
+@op(verbs.IMAGE_INSPECT)
+def inspect(ctx: Context, args: verbs.Image) -> Json:
+    return ctx.engine.get(Images).inspect(args.image)
 
 
-@op("image.remove")
-def remove(ctx: Context, args: Args) -> dict[str, Any]:
-    image = args.get_str("image", required=True, max_len=refs.MAX_REF)
-    force = args.get_bool("force")
-    args.done()
-    result = ctx.engine.get(Images).remove(image, force=force)
+@op(verbs.IMAGE_REMOVE)
+def remove(ctx: Context, args: verbs.RemoveImage) -> Json:
+    result = ctx.engine.get(Images).remove(args.image, force=args.force)
     ctx.publisher.publish(
         EVENTS_GROUP,
         {"type": "engine.event", "kind": "image", "action": "remove"} | result,
@@ -85,11 +67,9 @@ def remove(ctx: Context, args: Args) -> dict[str, Any]:
     return result
 
 
-@op("image.load")
-def load(ctx: Context, args: Args) -> list[dict[str, Any]]:
-    unsafe_path = args.get_str("path", required=True, max_len=4096)
-    platform = args.get_str("platform", default="", max_len=100)
-    args.done()
+@op(verbs.IMAGE_LOAD)
+def load(ctx: Context, args: verbs.Load) -> list[Json]:
+    unsafe_path = args.path
     imports = (Path(ctx.engine.config.root) / "imports").resolve()
     # Absolute, or relative to the imports directory; symlinks resolved before the check.
     path = Path(os.path.realpath(imports / unsafe_path))
@@ -97,7 +77,7 @@ def load(ctx: Context, args: Args) -> list[dict[str, Any]]:
         raise PolicyError(
             f"load: {unsafe_path[:200]!r} is not inside {imports}", rule="imports", field="path"
         )
-    records = ctx.engine.get(Images).load(path, platform=platform or None)
+    records = ctx.engine.get(Images).load(path, platform=args.platform or None)
     for record in records:
         ctx.publisher.publish(
             EVENTS_GROUP,
@@ -106,27 +86,22 @@ def load(ctx: Context, args: Args) -> list[dict[str, Any]]:
     return [list_entry(r) for r in records]
 
 
-@op("registry.login")
-def login(ctx: Context, args: Args) -> dict[str, str]:
-    registry = refs.normalize_domain(args.get_str("registry", required=True, max_len=255))
-    username = args.get_str("username", required=True, max_len=256)
-    password = args.get_str("password", required=True, max_len=4096)
-    tls_verify = args.get_bool("tls_verify", default=True)
-    args.done()
-    login = ctx.engine.get(Credentials).login(registry, username, password, tls_verify=tls_verify)
+@op(verbs.REGISTRY_LOGIN)
+def login(ctx: Context, args: verbs.Login) -> verbs.LoggedIn:
+    registry = refs.normalize_domain(args.registry)
+    login = ctx.engine.get(Credentials).login(
+        registry, args.username, args.password, tls_verify=args.tls_verify
+    )
     return {"registry": login.registry, "username": login.username}
 
 
-@op("registry.logout")
-def logout(ctx: Context, args: Args) -> dict[str, bool]:
-    registry = args.get_str("registry", required=True, max_len=255)
-    args.done()
-    return {"removed": ctx.engine.get(Credentials).remove(registry)}
+@op(verbs.REGISTRY_LOGOUT)
+def logout(ctx: Context, args: verbs.Registry) -> verbs.LoggedOut:
+    return {"removed": ctx.engine.get(Credentials).remove(args.registry)}
 
 
-@op("registry.list")
-def logins(ctx: Context, args: Args) -> list[dict[str, str]]:
-    args.done()
+@op(verbs.REGISTRY_LIST)
+def logins(ctx: Context, args: verbs.NoArgs) -> list[verbs.LoggedIn]:
     return [
         {"registry": login.registry, "username": login.username}
         for login in ctx.engine.get(Credentials).list()

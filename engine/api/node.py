@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from engine.api.args import Args
 from engine.api.base import Context, op
+from engine.protocol import verbs
+from engine.protocol.verbs import Json
 from engine.runtime.nodeinfo import node_info
 
 
-@op("node.info")
-def info(ctx: Context, args: Args) -> dict[str, Any]:
-    args.done()
+@op(verbs.NODE_INFO)
+def info(ctx: Context, args: verbs.NoArgs) -> Json:
     return node_info(ctx.engine.config)
 
 
-@op("node.ping")
-def ping(ctx: Context, args: Args) -> str:
-    args.done()
+@op(verbs.NODE_PING)
+def ping(ctx: Context, args: verbs.NoArgs) -> str:
     return "pong"

@@ -8,12 +8,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
-from engine.api.args import Args
 from engine.api.base import Context, op
 from engine.errors import EngineError
-from engine.protocol import CONTAINER_ID_RE
+from engine.protocol import CONTAINER_ID_RE, verbs
 from engine.runtime.execs import exec_bundles
 from engine.runtime.exits import ExitWatcher
 from engine.runtime.lifecycle import Lifecycle
@@ -25,16 +23,8 @@ from engine.storage.records import ACTIVE_STATES, ContainerRecord
 
 log = logging.getLogger("gantry.engine.api.runtime")
 
-MAX_STOP_TIMEOUT = 3600
-MAX_EXEC_TIMEOUT = 600
-LOG_LIMIT = 1024 * 1024
 
-
-def _ref(args: Args) -> str:
-    return str(args.get_str("id", required=True, max_len=128))
-
-
-def summary(record: ContainerRecord) -> dict[str, Any]:
+def summary(record: ContainerRecord) -> verbs.Summary:
     """What every runtime verb answers: the record's run facts, worded as podman does."""
     return {
         "id": record.id,
@@ -55,60 +45,42 @@ def _lifecycle(ctx: Context) -> Lifecycle:
     return ctx.engine.get(Lifecycle)
 
 
-@op("container.start")
-def start(ctx: Context, args: Args) -> dict[str, Any]:
-    ref = _ref(args)
-    args.done()
-    return summary(_lifecycle(ctx).start(ref, ctx.publisher))
+@op(verbs.CONTAINER_START)
+def start(ctx: Context, args: verbs.Id) -> verbs.Summary:
+    return summary(_lifecycle(ctx).start(args.id, ctx.publisher))
 
 
-@op("container.stop")
-def stop(ctx: Context, args: Args) -> dict[str, Any]:
-    ref = _ref(args)
-    timeout = args.get_int("timeout", default=10, lo=0, hi=MAX_STOP_TIMEOUT)
-    args.done()
-    return summary(_lifecycle(ctx).stop(ref, float(timeout), ctx.publisher))
+@op(verbs.CONTAINER_STOP)
+def stop(ctx: Context, args: verbs.Stop) -> verbs.Summary:
+    return summary(_lifecycle(ctx).stop(args.id, float(args.timeout), ctx.publisher))
 
 
-@op("container.kill")
-def kill(ctx: Context, args: Args) -> dict[str, Any]:
-    ref = _ref(args)
-    raw = args.raw("signal")
-    signal = "KILL" if raw is None else raw
-    args.done()
-    return summary(_lifecycle(ctx).kill(ref, signal, ctx.publisher))
+@op(verbs.CONTAINER_KILL)
+def kill(ctx: Context, args: verbs.Kill) -> verbs.Summary:
+    return summary(_lifecycle(ctx).kill(args.id, args.signal, ctx.publisher))
 
 
-@op("container.pause")
-def pause(ctx: Context, args: Args) -> dict[str, Any]:
-    ref = _ref(args)
-    args.done()
-    return summary(_lifecycle(ctx).pause(ref, ctx.publisher))
+@op(verbs.CONTAINER_PAUSE)
+def pause(ctx: Context, args: verbs.Id) -> verbs.Summary:
+    return summary(_lifecycle(ctx).pause(args.id, ctx.publisher))
 
 
-@op("container.resume")
-def resume(ctx: Context, args: Args) -> dict[str, Any]:
-    ref = _ref(args)
-    args.done()
-    return summary(_lifecycle(ctx).resume(ref, ctx.publisher))
+@op(verbs.CONTAINER_RESUME)
+def resume(ctx: Context, args: verbs.Id) -> verbs.Summary:
+    return summary(_lifecycle(ctx).resume(args.id, ctx.publisher))
 
 
-@op("container.restart")
-def restart(ctx: Context, args: Args) -> dict[str, Any]:
-    ref = _ref(args)
-    timeout = args.get_int("timeout", default=10, lo=0, hi=MAX_STOP_TIMEOUT)
-    args.done()
-    return summary(_lifecycle(ctx).restart(ref, float(timeout), ctx.publisher))
+@op(verbs.CONTAINER_RESTART)
+def restart(ctx: Context, args: verbs.Stop) -> verbs.Summary:
+    return summary(_lifecycle(ctx).restart(args.id, float(args.timeout), ctx.publisher))
 
 
-@op("container.state")
-def state(ctx: Context, args: Args) -> dict[str, Any]:
+@op(verbs.CONTAINER_STATE)
+def state(ctx: Context, args: verbs.Id) -> verbs.State:
     """The record synced with reality, podman's ps fields, and ``runc state`` as runc says it
     (null when runc has no such container)."""
-    ref = _ref(args)
-    args.done()
     lifecycle = _lifecycle(ctx)
-    record = lifecycle.get_synced(ref, ctx.publisher)
+    record = lifecycle.get_synced(args.id, ctx.publisher)
     runc_state = None
     if record.state in ACTIVE_STATES:
         try:
@@ -116,7 +88,8 @@ def state(ctx: Context, args: Args) -> dict[str, Any]:
         except EngineError as err:
             runc_state = {"error": err.message}
     paths = ctx.engine.get(Containers).paths(record.id)
-    return summary(record) | {
+    return {
+        **summary(record),
         "ps": ps_json(record),
         "runc": runc_state,
         "exec_sessions": len(exec_bundles(paths.bundle)),
@@ -125,25 +98,19 @@ def state(ctx: Context, args: Args) -> dict[str, Any]:
     }
 
 
-@op("container.logs")
-def logs(ctx: Context, args: Args) -> dict[str, Any]:
+@op(verbs.CONTAINER_LOGS)
+def logs(ctx: Context, args: verbs.Logs) -> verbs.LogChunk:
     """The container's output from conmon's log. Without a cursor: the whole log (or its last
     ``tail_bytes``); with the cursor of an earlier answer: only what was appended since
     (a follower calls again with each new cursor)."""
-    ref = _ref(args)
-    cursor = args.get_str("cursor", max_len=80)
-    timestamps = args.get_bool("timestamps")
-    tail_bytes = args.get_int("tail_bytes", lo=1, hi=64 * 1024 * 1024)
-    limit = args.get_int("limit", default=LOG_LIMIT, lo=1024, hi=16 * LOG_LIMIT)
-    args.done()
-    record = _lifecycle(ctx).get_synced(ref, ctx.publisher)
+    record = _lifecycle(ctx).get_synced(args.id, ctx.publisher)
     path = ctx.engine.get(Containers).paths(record.id).userdata / "ctr.log"
     chunk = read_log(
         path,
-        LogCursor.decode(cursor) if cursor else None,
-        timestamps=timestamps,
-        limit=limit,
-        tail_bytes=None if cursor else tail_bytes,
+        LogCursor.decode(args.cursor) if args.cursor else None,
+        timestamps=args.timestamps,
+        limit=args.limit,
+        tail_bytes=None if args.cursor else args.tail_bytes,
     )
     return {
         "data": chunk.data.decode(errors="replace"),
@@ -162,15 +129,13 @@ def _log_size(path: Path) -> int:
         return 0
 
 
-@op("container.top")
-def top(ctx: Context, args: Args) -> dict[str, Any]:
+@op(verbs.CONTAINER_TOP)
+def top(ctx: Context, args: verbs.Id) -> verbs.Processes:
     """The container's processes (``runc ps``) with their command lines."""
-    ref = _ref(args)
-    args.done()
-    record = _lifecycle(ctx).get_synced(ref, ctx.publisher)
+    record = _lifecycle(ctx).get_synced(args.id, ctx.publisher)
     if record.state not in ACTIVE_STATES:
         return {"processes": []}
-    out = []
+    out: list[verbs.Process] = []
     for pid in ctx.engine.get(Runc).ps(record.id):
         try:
             raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -182,19 +147,17 @@ def top(ctx: Context, args: Args) -> dict[str, Any]:
     return {"processes": out}
 
 
-@op("exec.run")
-def exec_run(ctx: Context, args: Args) -> dict[str, Any]:
+@op(verbs.EXEC_RUN)
+def exec_run(ctx: Context, args: verbs.ExecRun) -> verbs.ExecResult:
     """``podman exec`` without a terminal: run a command in a running container and answer
     its output (stdout and stderr apart) and exit code."""
-    ref = _ref(args)
-    command = args.get_str_list("command", max_items=256, max_len=65536)
-    env = args.get_str_list("env", max_items=256)
-    workdir = args.get_str("workdir", default="", max_len=4096)
-    user = args.get_str("user", default="", max_len=256)
-    timeout = args.get_int("timeout", default=60, lo=1, hi=MAX_EXEC_TIMEOUT)
-    args.done()
     result = _lifecycle(ctx).exec_run(
-        ref, command, timeout=float(timeout), env=env, workdir=workdir, user=user
+        args.id,
+        args.command,
+        timeout=float(args.timeout),
+        env=args.env,
+        workdir=args.workdir,
+        user=args.user,
     )
     return {
         "exit_code": result.exit_code,

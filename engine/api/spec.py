@@ -14,81 +14,53 @@ spec.meta     {}            what the Spec tab explains: field help, capabilities
 
 from __future__ import annotations
 
-from typing import Any
-
-from engine.api.args import Args
 from engine.api.base import Context, op
+from engine.protocol import verbs
+from engine.protocol.verbs import Json
 from engine.spec import defaults
 from engine.spec.help import FIELDS, titles
-from engine.spec.schema import MAX_BYTES
 from engine.spec.service import SpecService
 
-_REF_MAX = 128
 
-
-def _ref(args: Args) -> str:
-    ref: str = args.get_str("id", required=True, max_len=_REF_MAX)
-    return ref
-
-
-def _text(args: Args) -> str:
-    text: str = args.get_str("text", required=True, max_len=MAX_BYTES)
-    return text
-
-
-@op("spec.generate")
-def generate(ctx: Context, args: Args) -> dict[str, Any]:
-    ref = _ref(args)
-    args.done()
-    result = ctx.engine.get(SpecService).generate(ref, ctx.publisher)
+@op(verbs.SPEC_GENERATE)
+def generate(ctx: Context, args: verbs.Id) -> Json:
+    result = ctx.engine.get(SpecService).generate(args.id, ctx.publisher)
     result.pop("spec", None)
     return result
 
 
-@op("spec.get")
-def get(ctx: Context, args: Args) -> dict[str, Any]:
-    ref = _ref(args)
-    args.done()
-    return ctx.engine.get(SpecService).get(ref)
+@op(verbs.SPEC_GET)
+def get(ctx: Context, args: verbs.Id) -> Json:
+    return ctx.engine.get(SpecService).get(args.id)
 
 
-@op("spec.put")
-def put(ctx: Context, args: Args) -> dict[str, Any]:
-    ref, text = _ref(args), _text(args)
-    args.done()
-    return ctx.engine.get(SpecService).put(ref, text, ctx.publisher)
+@op(verbs.SPEC_PUT)
+def put(ctx: Context, args: verbs.SpecText) -> Json:
+    return ctx.engine.get(SpecService).put(args.id, args.text, ctx.publisher)
 
 
-@op("spec.validate")
-def validate(ctx: Context, args: Args) -> dict[str, Any]:
-    ref, text = _ref(args), _text(args)
-    args.done()
-    return ctx.engine.get(SpecService).validate(ref, text)
+@op(verbs.SPEC_VALIDATE)
+def validate(ctx: Context, args: verbs.SpecText) -> Json:
+    return ctx.engine.get(SpecService).validate(args.id, args.text)
 
 
-@op("spec.reset")
-def reset(ctx: Context, args: Args) -> dict[str, Any]:
-    ref = _ref(args)
-    args.done()
-    return ctx.engine.get(SpecService).reset(ref, ctx.publisher)
+@op(verbs.SPEC_RESET)
+def reset(ctx: Context, args: verbs.Id) -> Json:
+    return ctx.engine.get(SpecService).reset(args.id, ctx.publisher)
 
 
-@op("spec.diff")
-def diff(ctx: Context, args: Args) -> dict[str, Any]:
-    ref = _ref(args)
-    args.done()
-    return ctx.engine.get(SpecService).diff(ref)
+@op(verbs.SPEC_DIFF)
+def diff(ctx: Context, args: verbs.Id) -> Json:
+    return ctx.engine.get(SpecService).diff(args.id)
 
 
-@op("spec.policy")
-def policy(ctx: Context, args: Args) -> dict[str, Any]:
-    args.done()
+@op(verbs.SPEC_POLICY)
+def policy(ctx: Context, args: verbs.NoArgs) -> Json:
     return ctx.engine.get(SpecService).policy.describe()
 
 
-@op("spec.meta")
-def meta(ctx: Context, args: Args) -> dict[str, Any]:
-    args.done()
+@op(verbs.SPEC_META)
+def meta(ctx: Context, args: verbs.NoArgs) -> Json:
     return {
         "help": titles(),
         "fields": [

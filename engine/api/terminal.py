@@ -15,11 +15,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from engine.api.args import Args
 from engine.api.base import Context, op
 from engine.core import Engine
 from engine.errors import InvalidInputError
-from engine.protocol import CHANNEL_RE, MAX_COLS, MAX_INPUT, MAX_ROWS
+from engine.protocol import CHANNEL_RE, MAX_COLS, MAX_INPUT, MAX_ROWS, verbs
+from engine.protocol.verbs import Json
 from engine.terminal.hub import TerminalHub
 
 SESSION_RE = re.compile(r"^(ctr:[0-9a-f]{64}|exec:[0-9a-f]{64}:[0-9a-f]{16,64}|test:[\w.-]{1,64})$")
@@ -75,55 +75,47 @@ def _consoles(ctx: Context) -> Any:
     return ctx.engine.get(Consoles)
 
 
-@op("term.attach")
-def attach(ctx: Context, args: Args) -> dict[str, Any]:
+@op(verbs.TERM_ATTACH)
+def attach(ctx: Context, args: verbs.Attach) -> Json:
     """Join a container's console (tty containers) or one of its exec shells. Output then
     flows to ``viewer`` as term.output messages; see the module docstring for the rest."""
-    container = args.get_str("container", required=True, max_len=128)
-    exec_id = args.get_str("exec", max_len=64)
-    viewer = args.get_str("viewer", required=True, max_len=200, pattern=CHANNEL_RE)
-    args.done()
-    result = dict(_consoles(ctx).attach(container, viewer, ctx.publisher, exec_id=exec_id))
+    consoles = _consoles(ctx)
+    result = dict(consoles.attach(args.container, args.viewer, ctx.publisher, exec_id=args.exec))
     result["engine_started"] = ctx.engine.started
     return result
 
 
-@op("exec.create")
-def exec_create(ctx: Context, args: Args) -> dict[str, Any]:
+@op(verbs.EXEC_CREATE)
+def exec_create(ctx: Context, args: verbs.ExecCreate) -> Json:
     """Start an interactive shell (exec -t) in a running container: the given command, or
     the first of bash, sh the image has. Attach to it with term.attach {exec: id}."""
-    container = args.get_str("container", required=True, max_len=128)
-    command = args.get_str_list("command", max_items=256)
-    user = args.get_str("user", default="", max_len=256)
-    rows = args.get_int("rows", default=24, lo=1, hi=MAX_ROWS)
-    cols = args.get_int("cols", default=80, lo=1, hi=MAX_COLS)
-    args.done()
-    if any(not part for part in command):
+    if any(not part for part in args.command):
         raise InvalidInputError("command: empty words are not allowed")
     return dict(
         _consoles(ctx).create_exec(
-            container, command, ctx.publisher, user=user, rows=rows, cols=cols
+            args.container,
+            args.command,
+            ctx.publisher,
+            user=args.user,
+            rows=args.rows,
+            cols=args.cols,
         )
     )
 
 
-@op("exec.transcripts")
-def exec_transcripts(ctx: Context, args: Args) -> list[dict[str, Any]]:
+@op(verbs.EXEC_TRANSCRIPTS)
+def exec_transcripts(ctx: Context, args: verbs.Container) -> list[Json]:
     """What the container's finished exec shells printed (the last 64 KiB of each)."""
-    container = args.get_str("container", required=True, max_len=128)
-    args.done()
     consoles = _consoles(ctx)
-    record = consoles.containers.get(container)
+    record = consoles.containers.get(args.container)
     return list(consoles.transcripts(record.id))
 
 
-@op("exec.list")
-def exec_list(ctx: Context, args: Args) -> list[dict[str, Any]]:
+@op(verbs.EXEC_LIST)
+def exec_list(ctx: Context, args: verbs.Container) -> list[Json]:
     """The interactive shells still running in a container, to attach to again."""
-    container = args.get_str("container", required=True, max_len=128)
-    args.done()
     consoles = _consoles(ctx)
-    record = consoles.containers.get(container)
+    record = consoles.containers.get(args.container)
     return [
         {"exec": s["exec"], "command": s["command"], "started": s["started"]}
         for s in consoles.live_shells(record.id)

@@ -113,11 +113,10 @@ def cmd_unmount(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_diff(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.api.base import Context
     from engine.api.containers import changes
 
     record = _containers(engine).get(args.name)
-    found = changes(Context(engine), record)
+    found = changes(engine, record)
     if args.format == "json":
         print_json(
             {

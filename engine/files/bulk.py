@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from typing import Any
 
 from engine.errors import EngineError, InvalidInputError
 from engine.protocol import DATA, END, ERROR, STOP_SUFFIX
+from engine.protocol.verbs import LANE_RE
 
-LANE_RE = re.compile(r"^gantry:bulk:[A-Za-z0-9_-]{16,64}$")
 MAX_QUEUED = 64  # items waiting on the list (~28 MiB of 448 KiB chunks)
 EXPIRE_SECONDS = 60
 STALL_SECONDS = 30.0  # the reader took nothing for this long: give up

@@ -57,15 +57,12 @@ from engine.files.fsio import (
 from engine.files.owners import MAX_IDS_FILE, Ids, OwnerNames
 from engine.hostfs import securepath
 from engine.images.store import Store
+from engine.protocol.verbs import DEFAULT_LIMIT, MAX_LIMIT, MAX_VIEW, MAX_WRITE
 from engine.storage.containers import Containers
 from engine.storage.diff import UPPER
 from engine.storage.records import ContainerRecord
 
-MAX_VIEW = 256 * 1024  # bytes of a file shown (and editable) in one message
 HEX_PREVIEW = 4096  # bytes of a binary file shown as a hex dump
-MAX_WRITE = 384 * 1024  # one fs.write (the editor); bigger files go through an upload
-MAX_LIMIT = 2000  # entries per listing page
-DEFAULT_LIMIT = 500
 
 
 def hexdump(data: bytes) -> list[str]:

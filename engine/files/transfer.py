@@ -32,10 +32,10 @@ from engine.files.explorer import Files
 from engine.files.fsio import TempFile, WriteTarget, fs_errors, show, version_token
 from engine.files.owners import Ids
 from engine.hostfs import securepath
+from engine.protocol.verbs import MAX_CHUNK
 from engine.storage.containers import ContainerRecord, Containers
 
 CHUNK = 448 * 1024  # bytes per download message (a message stays under 512 KiB)
-MAX_CHUNK = 448 * 1024  # largest upload chunk accepted
 DEFAULT_MAX_UPLOAD = 2 * 1024 * 1024 * 1024
 UPLOAD_IDLE_SECONDS = 600.0
 MAX_UPLOADS = 64

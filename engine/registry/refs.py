@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 from engine.errors import InvalidInputError
 from engine.hostfs import digests
+from engine.protocol.verbs import IMAGE_REF_MAX
 
 DEFAULT_DOMAIN = "docker.io"
 DOCKER_API_HOST = "registry-1.docker.io"
 _DOCKER_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
-MAX_REF = 512
+MAX_REF = IMAGE_REF_MAX
 MAX_NAME = 255
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*"

@@ -5,8 +5,8 @@ Request  {"type": "engine.request", "id": str, "op": str, "args": {...}, "reply_
 Reply    {"type": "engine.reply", "id": ..., "ok": true, "result": ...}
          {"type": "engine.reply", "id": ..., "ok": false, "error": {"code", "message", ...}}
 
-Verbs are registered with ``@op("container.start")`` (engine.api.base) in the modules that
-engine.api.verbs lists; the dispatcher finds them in OPS.
+Verbs are declared in engine.protocol.verbs and served by handlers registered with
+``@op(verbs.CONTAINER_START)`` (engine.api.base) in the modules engine.api.verbs lists.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from engine.api.args import Args
-from engine.api.base import OPS, Context
+from engine.api.base import Context, handler
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError
 from engine.events import Publisher
@@ -75,14 +74,10 @@ def parse_request(message: Any) -> Request:
 
 
 def call(ctx: Context, op_name: str, raw_args: Any) -> Any:
-    """Run one verb in this thread. Raises EngineError (or anything a handler raises)."""
-    import engine.api.verbs  # noqa: F401  (registers the verbs; imported when first needed)
-
-    handler = OPS.get(op_name)
-    if handler is None:
-        raise InvalidInputError(f"unknown operation {op_name[:64]!r}")
-    args = Args(raw_args, op_name)
-    return handler(ctx, args)
+    """Run one verb in this thread: its arguments checked against the verb's type
+    (engine.protocol.check), then its handler. Raises EngineError (or anything a handler
+    raises)."""
+    return handler(op_name)(ctx, raw_args)
 
 
 def dispatch(engine: Engine, request: Request, publisher: Publisher) -> dict[str, Any]:

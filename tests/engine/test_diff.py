@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from engine.api.base import Context
 from engine.api.containers import changes
 from engine.core import Engine
 from engine.files.explorer import Files
@@ -27,7 +26,7 @@ pytestmark = needs_overlay
 
 
 def lines(engine: Engine, record: ContainerRecord) -> list[str]:
-    return [c.line() for c in changes(Context(engine), record)]
+    return [c.line() for c in changes(engine, record)]
 
 
 def test_it_reports_what_podman_diff_reports(

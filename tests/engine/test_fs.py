@@ -19,9 +19,10 @@ from engine.api.containers import changes
 from engine.core import Engine
 from engine.errors import InvalidInputError, InvalidStateError, NotFoundError, PolicyError
 from engine.events import RecordingPublisher
-from engine.files.explorer import MAX_VIEW, Files, read_container_file
+from engine.files.explorer import Files, read_container_file
 from engine.files.transfer import CHUNK, Transfers, cp
 from engine.images.store import ImageRecord
+from engine.protocol.verbs import MAX_VIEW
 from engine.rpc.dispatch import call as rpc_call
 from engine.storage.containers import Containers
 from engine.storage.records import ContainerRecord, CreateOptions
@@ -52,7 +53,7 @@ def test_the_lab_steps(
     listing = {e["name"]: e for e in files.list_dir(record, "/")["entries"]}
     assert listing["test"]["type"] == "file" and listing["test"]["change"] == "A"
     assert listing["test"]["layer"] == "upper" and listing["bin"]["layer"] == "0"
-    assert [c.line() for c in changes(Context(engine), record)] == ["A /test"]
+    assert [c.line() for c in changes(engine, record)] == ["A /test"]
     containers.unmount(record.id)
     assert not (merged / "test").exists()
     merged = containers.mount(record.id)

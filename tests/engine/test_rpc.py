@@ -7,6 +7,8 @@ import pytest
 from engine import errors
 from engine.core import Engine
 from engine.events import RecordingPublisher
+from engine.protocol.check import Verb
+from engine.protocol.verbs import NoArgs
 from engine.rpc.dispatch import dispatch, parse_request
 
 GOOD = {
@@ -76,7 +78,8 @@ def test_it_turns_a_crashing_handler_into_an_internal_error(
     def boom(ctx: Any, args: Any) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setitem(base.OPS, "node.boom", boom)
+    verb: Verb[NoArgs, None] = Verb("node.boom", NoArgs, "node")
+    monkeypatch.setitem(base.OPS, "node.boom", base.Handler(verb, boom))
     reply = dispatch(engine, parse_request(GOOD | {"op": "node.boom"}), RecordingPublisher())
     assert reply["ok"] is False
     assert reply["error"]["code"] == "internal"

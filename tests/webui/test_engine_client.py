@@ -11,6 +11,8 @@ import pytest
 from engine.core import Engine
 from engine.errors import EngineOfflineError, InvalidInputError
 from engine.protocol import engine_channel
+from engine.protocol.check import Verb
+from engine.protocol.verbs import NoArgs
 from webui import engine_client
 
 
@@ -59,7 +61,8 @@ async def test_requests_run_concurrently(
         time.sleep(0.5)
         return "done"
 
-    monkeypatch.setitem(base.OPS, "node.slow", slow)
+    verb: Verb[NoArgs, str] = Verb("node.slow", NoArgs, "node")
+    monkeypatch.setitem(base.OPS, "node.slow", base.Handler(verb, slow))
     started = time.monotonic()
     results = await asyncio.gather(*(engine_client.call("node.slow") for _ in range(8)))
     assert results == ["done"] * 8
