@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, get_type_hints
 
@@ -25,10 +26,9 @@ def test_every_verb_has_one_handler_taking_its_arguments() -> None:
 
 
 def test_every_argument_type_can_be_checked() -> None:
-    from engine.protocol.check import _plan
-
-    for verb in verbs.VERBS.values():
-        assert _plan(verb.args) is not None
+    for verb in verbs.VERBS.values():  # a field type decode cannot check raises TypeError
+        with contextlib.suppress(InvalidInputError):
+            decode(verb.args, {})
 
 
 def test_decode_fills_defaults_and_keeps_what_was_given() -> None:
