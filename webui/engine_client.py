@@ -1,9 +1,12 @@
-"""The web's only way to the engine: requests over the channel layer, with a timeout.
+"""The web's only way to the engine: typed requests over the channel layer, with a timeout.
 
-    result = await engine_client.call("container.start", {"id": cid}, user=request.user)
+    summary = await engine_client.request(verbs.CONTAINER_START, verbs.Id(id=cid), user=user)
 
-Raises the engine's own error classes (engine.errors) rebuilt from the reply, or
-EngineOfflineError when no engine answers within the timeout — never hangs.
+A verb (engine.protocol.verbs) fixes the argument dataclass and the reply type; the engine
+checks the arguments again on its side. Raises the engine's own error classes (engine.errors)
+rebuilt from the reply, or EngineOfflineError when no engine answers within the timeout —
+never hangs. ``call`` takes a verb's name and raw arguments: for tests and tools that must
+send what no typed caller can.
 """
 
 from __future__ import annotations
@@ -12,15 +15,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from engine.errors import EngineError, EngineOfflineError, InvalidInputError, from_dict
 from engine.protocol import REQUEST_TYPE, default_node, engine_channel
+from engine.protocol.check import Verb, encode
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 def node_name(node: str | None = None) -> str:
@@ -90,6 +96,19 @@ async def call(
             return _result(reply)
 
 
+async def request(
+    verb: Verb[A, R],
+    args: A,
+    *,
+    user: Any = None,
+    timeout: float | None = None,
+    node: str | None = None,
+) -> R:
+    """Run ``verb`` with ``args`` on the engine of ``node`` and answer its reply."""
+    reply = await call(verb.name, encode(args), user=user, timeout=timeout, node=node)
+    return cast(R, reply)
+
+
 def _result(reply: dict[str, Any]) -> Any:
     if reply.get("ok"):
         return reply.get("result")
@@ -100,8 +119,8 @@ def _result(reply: dict[str, Any]) -> Any:
 
 
 async def stream(
-    op: str,
-    args: dict[str, Any] | None = None,
+    verb: Verb[A, Any],
+    args: A,
     *,
     user: Any = None,
     timeout: float | None = None,
@@ -115,7 +134,7 @@ async def stream(
         raise EngineOfflineError("no channel layer configured")
     node = node_name(node)
     reply_to = await layer.new_channel()  # the default prefix: see call()
-    request_id = await _send_request(layer, node, op, args, user, reply_to)
+    request_id = await _send_request(layer, node, verb.name, encode(args), user, reply_to)
     first = settings.GANTRY_RPC_TIMEOUT if timeout is None else timeout
     wait = first
     while True:
@@ -132,9 +151,11 @@ async def stream(
         yield message
 
 
-def call_sync(op: str, args: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-    """call() for synchronous code (management commands, sync views)."""
-    return async_to_sync(call)(op, args, **kwargs)
-
-
-__all__ = ["call", "call_sync", "stream", "EngineError", "EngineOfflineError", "InvalidInputError"]
+__all__ = [
+    "call",
+    "request",
+    "stream",
+    "EngineError",
+    "EngineOfflineError",
+    "InvalidInputError",
+]

@@ -375,7 +375,7 @@ class Pull:
 
 @dataclass(frozen=True, kw_only=True)
 class Pulls:
-    job: Annotated[str, Text(16, JOB_RE)] = ""  # "": every job
+    job: Annotated[str, Text(16, JOB_RE)] | None = None  # None: every job
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -90,4 +90,17 @@ def test_the_whole_web_loads_only_the_protocol_and_the_errors_of_the_engine() ->
         "shutil.rmtree(tests.settings.TEST_TMP, ignore_errors=True)\n"
     )
     loaded = set(run_python(code).split(","))
-    assert loaded == {"engine", "engine.errors", "engine.protocol"}
+    assert {"engine", "engine.errors", "engine.protocol", "engine.protocol.verbs"} <= loaded
+    assert {m for m in loaded if not m.startswith("engine.protocol")} == {"engine", "engine.errors"}
+
+
+def test_the_web_calls_the_engine_through_typed_verbs_only() -> None:
+    """Views and consumers name a verb of engine.protocol.verbs and build its argument type;
+    none sends a verb by its name with a raw dict (engine_client.call is for tests)."""
+    offenders = [
+        f"{path.relative_to(REPO)}:{n}"
+        for path in (REPO / "webui").rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "engine_client.call(" in line or "engine_client.call_" in line
+    ]
+    assert offenders == []

@@ -10,14 +10,14 @@ import pytest
 
 from engine.core import Engine
 from engine.errors import EngineOfflineError, InvalidInputError
-from engine.protocol import engine_channel
+from engine.protocol import engine_channel, verbs
 from engine.protocol.check import Verb
 from engine.protocol.verbs import NoArgs
 from webui import engine_client
 
 
 async def test_it_calls_node_info(engine_worker: Engine) -> None:
-    info = await engine_client.call("node.info")
+    info = await engine_client.request(verbs.NODE_INFO, verbs.NoArgs())
     assert info["node"] == engine_worker.config.node
     assert info["root"] == str(engine_worker.config.root)
 
@@ -42,13 +42,15 @@ async def test_the_worker_survives_garbage(engine_worker: Engine, channel_layer:
     )
     reply = await asyncio.wait_for(channel_layer.receive(reply_to), 5)
     assert reply["ok"] is False and reply["error"]["code"] == "invalid_input"
-    assert await engine_client.call("node.ping") == "pong"
+    assert await engine_client.request(verbs.NODE_PING, verbs.NoArgs()) == "pong"
 
 
 async def test_it_says_offline_within_the_timeout_when_no_engine_runs(channel_layer: Any) -> None:
     started = time.monotonic()
     with pytest.raises(EngineOfflineError, match="engine offline"):
-        await engine_client.call("node.info", timeout=1.0, node="nobody-home")
+        await engine_client.request(
+            verbs.NODE_INFO, verbs.NoArgs(), timeout=1.0, node="nobody-home"
+        )
     assert time.monotonic() - started < 2.0
 
 

@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient, Client
 
 from engine.core import Engine
-from engine.protocol import EVENTS_GROUP
+from engine.protocol import EVENTS_GROUP, verbs
 from engine.runtime.lifecycle import Lifecycle
 from engine.storage.containers import Containers
 from tests.conftest import requires
@@ -71,7 +71,8 @@ async def until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
 
 
 async def state_of(cid: str) -> dict[str, Any]:
-    result: dict[str, Any] = await engine_client.call("container.state", {"id": cid})
+    state = await engine_client.request(verbs.CONTAINER_STATE, verbs.Id(id=cid))
+    result: dict[str, Any] = dict(state)
     return result
 
 
@@ -243,7 +244,7 @@ async def test_the_lab_through_the_web(web: tuple[Engine, AsyncClient], tmp_path
     (mnt / "on").touch()
     r = await client.post(url(cid, "start"), headers={"HX-Request": "true"})
     assert "Up " in r.content.decode()
-    seen = await engine_client.call("exec.run", {"id": cid, "command": ["ls", "/"]})
+    seen = await engine_client.request(verbs.EXEC_RUN, verbs.ExecRun(id=cid, command=["ls", "/"]))
     assert "test" in seen["stdout"].split()
     r = await client.post(url(cid, "kill"), {"signal": "KILL"}, headers={"HX-Request": "true"})
     assert "Exited (137)" in r.content.decode()

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.test import AsyncClient
 
 from engine.core import Engine
+from engine.protocol import verbs
 from engine.storage import mounts
 from engine.storage.containers import Containers
 from engine.storage.records import ContainerRecord, CreateOptions
@@ -23,7 +24,7 @@ from webui.models import Ownership
 async def stack(engine_worker: Engine) -> AsyncIterator[Engine]:
     """The worker with a busybox image in its store; containers unmounted afterwards. The
     image is written once the worker answers, i.e. after its start-up sweep and gc."""
-    await engine_client.call("node.ping", timeout=30)
+    await engine_client.request(verbs.NODE_PING, verbs.NoArgs(), timeout=30)
     busybox_image(engine_worker)
     yield engine_worker
     service = engine_worker.get(Containers)

@@ -21,7 +21,15 @@ from typing import Any
 from django.http import Http404
 
 from engine.errors import EngineError, NotFoundError
-from engine.protocol import MAX_COLS, MAX_INPUT, MAX_ROWS, NODES_GROUP, TERM_TYPE, engine_channel
+from engine.protocol import (
+    MAX_COLS,
+    MAX_INPUT,
+    MAX_ROWS,
+    NODES_GROUP,
+    TERM_TYPE,
+    engine_channel,
+    verbs,
+)
 from webui import engine_client
 from webui.access import aget_container_for_user
 from webui.answers import error_text
@@ -88,12 +96,12 @@ class TerminalConsumer(AuthedJsonConsumer):
         await self._attach()
 
     async def _attach(self) -> None:
-        args: dict[str, Any] = {"container": self.container_id, "viewer": self.channel_name}
-        if self.exec_id:
-            args["exec"] = self.exec_id
+        args = verbs.Attach(
+            container=self.container_id, viewer=self.channel_name, exec=self.exec_id or None
+        )
         try:
-            result = await engine_client.call(
-                "term.attach", args, user=self.user, node=self.node, timeout=10
+            result = await engine_client.request(
+                verbs.TERM_ATTACH, args, user=self.user, node=self.node, timeout=10
             )
         except EngineError as err:
             await self.send_json({"type": "error", "message": error_text(err), "code": err.code})

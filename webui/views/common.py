@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from engine.errors import EngineError
+from engine.protocol.check import Verb
 from webui import engine_client
 from webui.answers import error_text, status_of
 from webui.models import AuditEvent
 
+A = TypeVar("A")
+R = TypeVar("R")
 AUDIT_ERROR_MAX = 4000  # characters of an error kept in the audit log
 
 
@@ -39,21 +42,22 @@ async def audit(
 
 async def engine_action(
     user: Any,
-    op: str,
-    args: dict[str, Any],
+    verb: Verb[A, R],
+    args: A,
     *,
     target: str,
     node: str | None = None,
     timeout: float | None = None,
     detail: dict[str, Any] | None = None,
-    done: Callable[[Any], dict[str, Any]] | None = None,
-) -> Any:
-    """Call engine verb ``op`` for a web action and audit it: ``detail`` either way, plus
+    done: Callable[[R], dict[str, Any]] | None = None,
+) -> R:
+    """Run engine ``verb`` for a web action and audit it: ``detail`` either way, plus
     ``done(reply)`` when it worked. Returns the reply; an EngineError is audited, then
     raised again (the view chooses the answer)."""
     started = time.monotonic()
+    op = verb.name
     try:
-        reply = await engine_client.call(op, args, user=user, timeout=timeout, node=node)
+        reply = await engine_client.request(verb, args, user=user, timeout=timeout, node=node)
     except EngineError as err:
         await audit(user, op, target, started, err.message, **(detail or {}))
         raise

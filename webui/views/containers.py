@@ -19,6 +19,7 @@ from django.urls import URLPattern, URLResolver, path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from engine.errors import EngineError, NotFoundError
+from engine.protocol import verbs
 from webui import engine_client
 from webui.access import aget_container_for_user, avisible_containers
 from webui.answers import error_text
@@ -35,8 +36,8 @@ async def container_header(
     user = await request.auser()
     own = await aget_container_for_user(user, container_id)
     try:
-        info: dict[str, Any] = await engine_client.call(
-            "container.inspect", {"id": container_id}, user=user, node=own.node
+        info = await engine_client.request(
+            verbs.CONTAINER_INSPECT, verbs.Id(id=container_id), user=user, node=own.node
         )
     except NotFoundError:
         info = {"Id": container_id, "Name": own.name, "State": {"Status": "removed"}}
@@ -64,10 +65,14 @@ async def container_table(request: HttpRequest) -> HttpResponse:
     errors: list[str] = []
     for node, owns in sorted(by_node.items()):
         # an admin sees every container of a node, also those made with the CLI
-        args: dict[str, Any] = {} if user.is_superuser else {"ids": [o.container_id for o in owns]}
+        ids = None if user.is_superuser else [o.container_id for o in owns]
         try:
-            listed = await engine_client.call(
-                "container.list", args, user=user, node=node, timeout=LIST_TIMEOUT
+            listed = await engine_client.request(
+                verbs.CONTAINER_LIST,
+                verbs.ListContainers(ids=ids),
+                user=user,
+                node=node,
+                timeout=LIST_TIMEOUT,
             )
         except EngineError as err:
             errors.append(f"{node}: {error_text(err)}")
@@ -106,53 +111,51 @@ class CreateForm(forms.Form):
         except ValueError as err:
             raise forms.ValidationError(f"{field}: {err}") from err
 
-    def engine_args(self) -> dict[str, Any]:
+    def engine_args(self) -> verbs.Create:
         """The container.create arguments (the engine checks them all again)."""
         data = self.cleaned_data
-        args: dict[str, Any] = {
-            "image": data["image"].strip(),
-            "name": data["name"].strip(),
-            "command": self._split("command"),
-            "env": [line.strip() for line in data["env"].splitlines() if line.strip()],
-            "workdir": data["workdir"].strip(),
-            "user": data["user"].strip(),
-            "tty": data["tty"],
-            "interactive": data["interactive"],
-            "volumes": [line.strip() for line in data["volumes"].splitlines() if line.strip()],
-        }
-        if data["entrypoint"].strip():
-            args["entrypoint"] = self._split("entrypoint")
-        return args
+        return verbs.Create(
+            image=data["image"].strip(),
+            name=data["name"].strip(),
+            command=self._split("command"),
+            entrypoint=self._split("entrypoint") if data["entrypoint"].strip() else None,
+            env=[line.strip() for line in data["env"].splitlines() if line.strip()],
+            workdir=data["workdir"].strip(),
+            user=data["user"].strip(),
+            tty=data["tty"],
+            interactive=data["interactive"],
+            volumes=[line.strip() for line in data["volumes"].splitlines() if line.strip()],
+        )
 
 
-def podman_create_line(args: dict[str, Any]) -> str:
+def podman_create_line(args: verbs.Create) -> str:
     """The `podman create` command that asks for the same container."""
     parts = ["podman", "create"]
-    if args.get("name"):
-        parts += ["--name", args["name"]]
-    for v in args.get("volumes", []):
+    if args.name:
+        parts += ["--name", args.name]
+    for v in args.volumes:
         parts += ["-v", v]
-    for e in args.get("env", []):
+    for e in args.env:
         parts += ["-e", e]
-    if args.get("workdir"):
-        parts += ["-w", args["workdir"]]
-    if args.get("user"):
-        parts += ["-u", args["user"]]
-    if "entrypoint" in args:
-        parts += ["--entrypoint", " ".join(args["entrypoint"])]
-    if args.get("tty"):
+    if args.workdir:
+        parts += ["-w", args.workdir]
+    if args.user:
+        parts += ["-u", args.user]
+    if args.entrypoint is not None:
+        parts += ["--entrypoint", " ".join(args.entrypoint)]
+    if args.tty:
         parts.append("-t")
-    if args.get("interactive"):
+    if args.interactive:
         parts.append("-i")
-    parts.append(args.get("image", ""))
-    parts += args.get("command", [])
+    parts.append(args.image)
+    parts += args.command
     return shlex.join(parts)
 
 
 async def _images(user: Any) -> list[str]:
     """Image names for the form's suggestions (empty if the images part is not there)."""
     try:
-        listed = await engine_client.call("image.list", {}, user=user, timeout=3)
+        listed = await engine_client.request(verbs.IMAGE_LIST, verbs.NoArgs(), user=user, timeout=3)
     except EngineError:
         return []
     out: list[str] = []
@@ -172,13 +175,13 @@ async def container_new(request: HttpRequest) -> HttpResponse:
         started = time.monotonic()
         try:
             args = form.engine_args()
-            row = await engine_client.call("container.create", args, user=user)
+            row = await engine_client.request(verbs.CONTAINER_CREATE, args, user=user)
         except forms.ValidationError as err:
             ctx["error"] = "; ".join(err.messages)
         except EngineError as err:
             ctx["error"] = error_text(err)
             ctx["error_field"] = str(err.details.get("field", ""))
-            await audit(user, "container.create", args.get("image", ""), started, err.message)
+            await audit(user, "container.create", args.image, started, err.message)
         else:
             await Ownership.objects.acreate(
                 container_id=row["Id"],
@@ -191,7 +194,7 @@ async def container_new(request: HttpRequest) -> HttpResponse:
                 "container.create",
                 row["Id"],
                 started,
-                image=args["image"],
+                image=args.image,
                 name=row["Names"][0],
                 podman=podman_create_line(args),
             )
@@ -207,20 +210,19 @@ async def container_new(request: HttpRequest) -> HttpResponse:
 async def container_detail(request: HttpRequest, container_id: str) -> HttpResponse:
     user, own, info = await container_header(request, container_id)
     config = info.get("Config", {})
-    args = {
-        "name": info.get("Name", ""),
-        "image": info.get("ImageName", ""),
-        "command": config.get("Cmd") or [],
-        "env": [],
-        "volumes": [
+    args = verbs.Create(
+        name=info.get("Name", ""),
+        image=info.get("ImageName", ""),
+        command=config.get("Cmd") or [],
+        volumes=[
             f"{m['Source']}:{m['Destination']}{'' if m.get('RW', True) else ':ro'}"
             for m in info.get("Mounts") or []
         ],
-        "workdir": config.get("WorkingDir", ""),
-        "user": config.get("User", ""),
-        "tty": config.get("Tty", False),
-        "interactive": config.get("OpenStdin", False),
-    }
+        workdir=config.get("WorkingDir", ""),
+        user=config.get("User", ""),
+        tty=config.get("Tty", False),
+        interactive=config.get("OpenStdin", False),
+    )
     return render(
         request,
         "containers/detail.html",
@@ -240,8 +242,8 @@ async def _storage(
 ) -> tuple[Any, Ownership, dict[str, Any]]:
     user = await request.auser()
     own = await aget_container_for_user(user, container_id)
-    data: dict[str, Any] = await engine_client.call(
-        "container.storage", {"id": container_id}, user=user, node=own.node
+    data = await engine_client.request(
+        verbs.CONTAINER_STORAGE, verbs.Id(id=container_id), user=user, node=own.node
     )
     return user, own, data
 
@@ -286,14 +288,24 @@ async def storage_panel(request: HttpRequest, container_id: str) -> HttpResponse
     return await _panel(request, container_id)
 
 
-async def _mount_action(request: HttpRequest, container_id: str, verb: str) -> HttpResponse:
+async def _mount_action(request: HttpRequest, container_id: str, mount: bool) -> HttpResponse:
     user = await request.auser()
     own = await aget_container_for_user(user, container_id)
-    args: dict[str, Any] = {"id": container_id}
-    if verb == "container.unmount" and request.POST.get("force") == "1":
-        args["force"] = True
     try:
-        await engine_action(user, verb, args, target=container_id, node=own.node)
+        if mount:
+            args = verbs.Id(id=container_id)
+            await engine_action(
+                user, verbs.CONTAINER_MOUNT, args, target=container_id, node=own.node
+            )
+        else:
+            force = request.POST.get("force") == "1"
+            await engine_action(
+                user,
+                verbs.CONTAINER_UNMOUNT,
+                verbs.Force(id=container_id, force=force),
+                target=container_id,
+                node=own.node,
+            )
     except EngineError as err:
         return error_response(err)
     return await _panel(request, container_id)
@@ -301,12 +313,12 @@ async def _mount_action(request: HttpRequest, container_id: str, verb: str) -> H
 
 @require_POST
 async def container_mount(request: HttpRequest, container_id: str) -> HttpResponse:
-    return await _mount_action(request, container_id, "container.mount")
+    return await _mount_action(request, container_id, mount=True)
 
 
 @require_POST
 async def container_unmount(request: HttpRequest, container_id: str) -> HttpResponse:
-    return await _mount_action(request, container_id, "container.unmount")
+    return await _mount_action(request, container_id, mount=False)
 
 
 @require_POST
@@ -317,8 +329,11 @@ async def container_remove(request: HttpRequest, container_id: str) -> HttpRespo
     started = time.monotonic()
     force = request.POST.get("force") == "1"
     try:
-        await engine_client.call(
-            "container.remove", {"id": container_id, "force": force}, user=user, node=own.node
+        await engine_client.request(
+            verbs.CONTAINER_REMOVE,
+            verbs.Force(id=container_id, force=force),
+            user=user,
+            node=own.node,
         )
     except NotFoundError:
         pass  # gone already: forget it here too

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
@@ -24,6 +24,9 @@ from django.urls import URLPattern, URLResolver, path, reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError, InvalidInputError, InvalidStateError
+from engine.protocol import verbs
+from engine.protocol.check import Verb
+from engine.protocol.verbs import MAX_WRITE
 from webui import engine_client
 from webui.access import aget_container_for_user
 from webui.answers import error_text, status_of
@@ -32,7 +35,6 @@ from webui.views.common import audit, engine_action, error_response
 from webui.views.containers import container_header
 
 PAGE = 500
-MAX_WRITE = 384 * 1024  # the engine's fs.write limit (engine.files.explorer.MAX_WRITE)
 UPLOAD_CHUNK = 384 * 1024  # bytes per engine message (each stays under 512 KiB)
 MAX_PATH = 4096
 _BAD_NAME = re.compile(r"[/\x00]")
@@ -83,12 +85,8 @@ def changed(message: str = "") -> HttpResponse:
 
 
 async def _list(user: Any, own: Any, dir_path: str, offset: int) -> dict[str, Any]:
-    listing: dict[str, Any] = await engine_client.call(
-        "fs.list",
-        {"id": own.container_id, "path": dir_path, "offset": offset, "limit": PAGE},
-        user=user,
-        node=own.node,
-    )
+    args = verbs.FsList(id=own.container_id, path=dir_path, offset=offset, limit=PAGE)
+    listing = await engine_client.request(verbs.FS_LIST, args, user=user, node=own.node)
     # the engine may cut a page short (long names): it says where the next one starts
     directory = listing.get("path") or "/"
     listing["dir"] = directory
@@ -126,9 +124,9 @@ async def _open_file(user: Any, own: Any, unsafe_path: str | None, err: EngineEr
     if err.code == "not_found" or not unsafe_path:
         return ""
     try:
-        entry = await engine_client.call(
-            "fs.stat",
-            {"id": own.container_id, "path": _path(unsafe_path), "follow": True},
+        entry = await engine_client.request(
+            verbs.FS_STAT,
+            verbs.FsStat(id=own.container_id, path=_path(unsafe_path), follow=True),
             user=user,
             node=own.node,
         )
@@ -190,8 +188,8 @@ async def file_view(request: HttpRequest, container_id: str) -> HttpResponse:
         "path": file_path,
     }
     try:
-        ctx["f"] = await engine_client.call(
-            "fs.read", {"id": container_id, "path": file_path}, user=user, node=own.node
+        ctx["f"] = await engine_client.request(
+            verbs.FS_READ, verbs.FsRead(id=container_id, path=file_path), user=user, node=own.node
         )
         ctx["path"] = ctx["f"]["path"]
     except EngineError as err:
@@ -218,8 +216,8 @@ async def file_save(request: HttpRequest, container_id: str) -> HttpResponse:
     try:
         saved = await engine_action(
             user,
-            "fs.write",
-            {"id": container_id, "path": file_path, "content": content, "token": token},
+            verbs.FS_WRITE,
+            verbs.FsWrite(id=container_id, path=file_path, content=content, token=token),
             target=container_id,
             node=own.node,
             detail={"path": file_path},
@@ -242,20 +240,25 @@ async def file_save(request: HttpRequest, container_id: str) -> HttpResponse:
 
 
 # -- small actions ------------------------------------------------------------------------------
-async def _act(request: HttpRequest, container_id: str, verb: str, build: Any) -> HttpResponse:
-    """Run one fs verb built from the POST data; 204 + HX-Trigger on success."""
+async def _act(
+    request: HttpRequest, container_id: str, verb: Verb[Any, Any], build: Callable[[Any], Any]
+) -> HttpResponse:
+    """Run one fs verb whose arguments ``build`` makes from the POST data and the container
+    id; 204 + HX-Trigger on success."""
     user, own = await _owner(request, container_id)
     started = time.monotonic()
     try:
         args = build(request.POST)
-        await engine_client.call(verb, {"id": container_id, **args}, user=user, node=own.node)
+        await engine_client.request(
+            verb, verb.args(id=container_id, **args), user=user, node=own.node
+        )
     except EngineError as err:
-        await audit(user, verb, container_id, started, err.message)
+        await audit(user, verb.name, container_id, started, err.message)
         return error_response(err)
-    await audit(user, verb, container_id, started, **args)
+    await audit(user, verb.name, container_id, started, **args)
     if not request.headers.get("HX-Request"):
         back = _posted(request.POST.get("dir")) if request.POST.get("dir") else None
-        back = back or (args.get("path", "/").rsplit("/", 1)[0] or "/")
+        back = back or (args["path"].rsplit("/", 1)[0] or "/")
         return HttpResponseRedirect(files_url(container_id, back))
     return changed()
 
@@ -266,12 +269,12 @@ def _new_entry(post: Any) -> dict[str, Any]:
 
 @require_POST
 async def file_touch(request: HttpRequest, container_id: str) -> HttpResponse:
-    return await _act(request, container_id, "fs.touch", _new_entry)
+    return await _act(request, container_id, verbs.FS_TOUCH, _new_entry)
 
 
 @require_POST
 async def file_mkdir(request: HttpRequest, container_id: str) -> HttpResponse:
-    return await _act(request, container_id, "fs.mkdir", _new_entry)
+    return await _act(request, container_id, verbs.FS_MKDIR, _new_entry)
 
 
 @require_POST
@@ -283,7 +286,7 @@ async def file_rename(request: HttpRequest, container_id: str) -> HttpResponse:
             "to": _join(src.rstrip("/").rsplit("/", 1)[0] or "/", _name(p.get("name"))),
         }
 
-    return await _act(request, container_id, "fs.rename", build)
+    return await _act(request, container_id, verbs.FS_RENAME, build)
 
 
 def _delete_args(post: Any) -> dict[str, Any]:
@@ -292,7 +295,7 @@ def _delete_args(post: Any) -> dict[str, Any]:
 
 @require_POST
 async def file_delete(request: HttpRequest, container_id: str) -> HttpResponse:
-    return await _act(request, container_id, "fs.delete", _delete_args)
+    return await _act(request, container_id, verbs.FS_DELETE, _delete_args)
 
 
 @require_POST
@@ -301,9 +304,9 @@ async def file_chmod(request: HttpRequest, container_id: str) -> HttpResponse:
         mode = (p.get("mode") or "").strip()
         if not re.fullmatch(r"[0-7]{3,4}", mode):
             raise InvalidInputError(f"mode {mode[:10]!r}: octal digits like 0755")
-        return {"path": _posted(p.get("path")), "mode": mode}
+        return {"path": _posted(p.get("path")), "mode": int(mode, 8)}
 
-    return await _act(request, container_id, "fs.chmod", build)
+    return await _act(request, container_id, verbs.FS_CHMOD, build)
 
 
 # -- transfers ----------------------------------------------------------------------------------
@@ -319,31 +322,32 @@ async def file_upload(request: HttpRequest, container_id: str) -> HttpResponse:
         target = ""
         try:
             target = _join(directory, _name(upload.name))
-            begun = await engine_client.call(
-                "fs.upload_begin",
-                {"id": container_id, "path": target, "size": upload.size},
+            begun = await engine_client.request(
+                verbs.FS_UPLOAD_BEGIN,
+                verbs.UploadBegin(id=container_id, path=target, size=upload.size or 0),
                 user=user,
                 node=own.node,
             )
+            upload_id = verbs.UploadId(upload=begun["upload"])
             offset = 0
             try:
                 upload.seek(0)
                 # (UploadedFile.chunks() ignores the size for in-memory files: read ourselves)
                 while chunk := upload.read(UPLOAD_CHUNK):
-                    await engine_client.call(
-                        "fs.upload_chunk",
-                        {"upload": begun["upload"], "offset": offset, "data": chunk},
+                    await engine_client.request(
+                        verbs.FS_UPLOAD_CHUNK,
+                        verbs.UploadChunk(upload=upload_id.upload, offset=offset, data=chunk),
                         user=user,
                         node=own.node,
                     )
                     offset += len(chunk)
-                done = await engine_client.call(
-                    "fs.upload_commit", {"upload": begun["upload"]}, user=user, node=own.node
+                done = await engine_client.request(
+                    verbs.FS_UPLOAD_COMMIT, upload_id, user=user, node=own.node
                 )
             except BaseException:
                 try:
-                    await engine_client.call(
-                        "fs.upload_abort", {"upload": begun["upload"]}, user=user, node=own.node
+                    await engine_client.request(
+                        verbs.FS_UPLOAD_ABORT, upload_id, user=user, node=own.node
                     )
                 except EngineError:
                     pass
@@ -397,10 +401,8 @@ async def file_download(request: HttpRequest, container_id: str) -> HttpResponse
     user, own = await _owner(request, container_id)
     file_path = _path(request.GET.get("path"))
     lane = new_lane()
-    args: dict[str, Any] = {"id": container_id, "path": file_path}
-    if lane:
-        args["lane"] = lane
-    events = engine_client.stream("fs.download", args, user=user, node=own.node)
+    args = verbs.FsDownload(id=container_id, path=file_path, lane=lane or None)
+    events = engine_client.stream(verbs.FS_DOWNLOAD, args, user=user, node=own.node)
     try:
         begin = await anext(events)
     except StopAsyncIteration:

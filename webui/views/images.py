@@ -22,6 +22,7 @@ from django.urls import URLPattern, URLResolver, path, reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError, InvalidInputError, NotFoundError
+from engine.protocol import verbs
 from webui import engine_client
 from webui.answers import error_text
 from webui.views.common import audit, engine_action, error_response, htmx_redirect
@@ -61,7 +62,7 @@ async def image_list(request: HttpRequest) -> HttpResponse:
     jobs: list[dict[str, Any]] = []
     error = ""
     try:
-        jobs = await engine_client.call("image.pulls", user=user)
+        jobs = await engine_client.request(verbs.IMAGE_PULLS, verbs.Pulls(), user=user)
     except EngineError as err:
         error = error_text(err)
     ctx = {
@@ -77,7 +78,9 @@ async def image_list(request: HttpRequest) -> HttpResponse:
 async def image_table(request: HttpRequest) -> HttpResponse:
     """The `podman images` table; htmx reloads it whenever an image event arrives."""
     try:
-        images = await engine_client.call("image.list", user=await request.auser())
+        images = await engine_client.request(
+            verbs.IMAGE_LIST, verbs.NoArgs(), user=await request.auser()
+        )
     except EngineError as err:
         return render(request, "images/table.html", {"error": error_text(err), "images": []})
     for image in images:
@@ -93,7 +96,9 @@ async def image_table(request: HttpRequest) -> HttpResponse:
 async def pull_jobs(request: HttpRequest) -> HttpResponse:
     """Every running and recent pull as cards (the page's fallback after a reconnect)."""
     try:
-        jobs = await engine_client.call("image.pulls", user=await request.auser())
+        jobs = await engine_client.request(
+            verbs.IMAGE_PULLS, verbs.Pulls(), user=await request.auser()
+        )
     except EngineError as err:
         return error_response(err)
     response = render(request, "images/pull_jobs.html", {"jobs": _decorate_jobs(jobs)})
@@ -109,13 +114,11 @@ async def pull(request: HttpRequest) -> HttpResponse:
     platform = request.POST.get("platform", "").strip()
     skip_tls = request.POST.get("skip_tls") == "on"
     started = time.monotonic()
-    args: dict[str, Any] = {"ref": ref, "platform": platform}
-    if skip_tls:
-        args["tls_verify"] = False
+    args = verbs.Pull(ref=ref, platform=platform, tls_verify=False if skip_tls else None)
     try:
         if not ref:
             raise InvalidInputError("give an image reference, e.g. docker.io/library/busybox")
-        job = await engine_client.call("image.pull", args, user=user)
+        job = await engine_client.request(verbs.IMAGE_PULL, args, user=user)
     except EngineError as err:
         await audit(user, "image.pull", ref[:128], started, err.message, skip_tls=skip_tls)
         return error_response(err)
@@ -159,8 +162,8 @@ async def image_detail(request: HttpRequest, image_id: str) -> HttpResponse:
     if not IMAGE_ID_RE.match(image_id):
         raise Http404("no such image")
     try:
-        info = await engine_client.call(
-            "image.inspect", {"image": image_id}, user=await request.auser()
+        info = await engine_client.request(
+            verbs.IMAGE_INSPECT, verbs.Image(image=image_id), user=await request.auser()
         )
     except NotFoundError as err:
         raise Http404("no such image") from err
@@ -194,8 +197,8 @@ async def image_remove(request: HttpRequest, image_id: str) -> HttpResponse:
     try:
         await engine_action(
             user,
-            "image.remove",
-            {"image": image_id, "force": True},
+            verbs.IMAGE_REMOVE,
+            verbs.RemoveImage(image=image_id, force=True),
             target=image_id,
             done=lambda result: {"untagged": result.get("untagged", [])},
         )
@@ -214,7 +217,7 @@ async def _admin(request: HttpRequest) -> Any:
 
 async def _credentials_page(request: HttpRequest, user: Any, **extra: Any) -> HttpResponse:
     try:
-        logins = await engine_client.call("registry.list", user=user)
+        logins = await engine_client.request(verbs.REGISTRY_LIST, verbs.NoArgs(), user=user)
     except EngineError as err:
         logins, extra["error"] = [], error_text(err)
     ctx = {"nav": "images", "logins": logins} | extra
@@ -238,16 +241,16 @@ async def credentials_add(request: HttpRequest) -> HttpResponse:
     username = request.POST.get("username", "").strip()
     password = request.POST.get("password", "")
     started = time.monotonic()
-    args = {
-        "registry": registry,
-        "username": username,
-        "password": password,
-        "tls_verify": request.POST.get("skip_tls") != "on",
-    }
+    args = verbs.Login(
+        registry=registry,
+        username=username,
+        password=password,
+        tls_verify=request.POST.get("skip_tls") != "on",
+    )
     try:
         if not registry or not username or not password:
             raise InvalidInputError("registry, username and password are all needed")
-        await engine_client.call("registry.login", args, user=user, timeout=LOGIN_TIMEOUT)
+        await engine_client.request(verbs.REGISTRY_LOGIN, args, user=user, timeout=LOGIN_TIMEOUT)
     except EngineError as err:
         await audit(user, "registry.login", registry[:128], started, err.message, username=username)
         return await _credentials_page(request, user, error=error_text(err), registry=registry)
@@ -262,7 +265,9 @@ async def credentials_remove(request: HttpRequest) -> HttpResponse:
     if not REGISTRY_RE.match(registry):
         raise Http404("no such registry")
     try:
-        await engine_action(user, "registry.logout", {"registry": registry}, target=registry)
+        await engine_action(
+            user, verbs.REGISTRY_LOGOUT, verbs.Registry(registry=registry), target=registry
+        )
     except EngineError as err:
         return error_response(err)
     return await _credentials_page(request, user)

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError
-from engine.protocol import LAB_CHECKS
+from engine.protocol import LAB_CHECKS, verbs
 from webui import engine_client
 from webui.access import avisible_containers
 from webui.answers import error_text
@@ -108,8 +108,8 @@ async def _find_container(user: Any, run: LabRun, image_id: str) -> None:
     if not mine:
         return
     try:
-        listed = await engine_client.call(
-            "container.list", {"ids": sorted(mine)}, user=user, timeout=5
+        listed = await engine_client.request(
+            verbs.CONTAINER_LIST, verbs.ListContainers(ids=sorted(mine)), user=user, timeout=5
         )
     except EngineError:
         return
@@ -127,18 +127,13 @@ async def lab_checks(request: HttpRequest) -> HttpResponse:
     if run is None:
         return HttpResponse(status=204)
     error = ""
+    args = verbs.LabCheck(image=run.image, container=run.container_id)
     try:
-        state = await engine_client.call(
-            "lab.check", {"image": run.image, "container": run.container_id}, user=user, timeout=5
-        )
+        state = await engine_client.request(verbs.LAB_CHECK, args, user=user, timeout=5)
         await _find_container(user, run, state["facts"].get("image_id", ""))
         if run.container_id and not state["facts"].get("container"):
-            state = await engine_client.call(
-                "lab.check",
-                {"image": run.image, "container": run.container_id},
-                user=user,
-                timeout=5,
-            )
+            args = verbs.LabCheck(image=run.image, container=run.container_id)
+            state = await engine_client.request(verbs.LAB_CHECK, args, user=user, timeout=5)
         now = timezone.now().isoformat()
         checks = dict(state["checks"])
         # the lab follows a container only once it was made: it was created, whatever it
@@ -195,8 +190,8 @@ async def lab_touch_on(request: HttpRequest) -> HttpResponse:
     try:
         await engine_action(
             user,
-            "lab.volume_touch",
-            {"id": run.container_id, "destination": "/mnt", "name": "on"},
+            verbs.LAB_VOLUME_TOUCH,
+            verbs.VolumeTouch(id=run.container_id, destination="/mnt", name="on"),
             target=run.container_id,
             node=own.node,
             done=lambda result: {"path": result["path"]},
@@ -213,8 +208,8 @@ async def lab_touch_on(request: HttpRequest) -> HttpResponse:
 async def container_steps(request: HttpRequest, container_id: str) -> HttpResponse:
     user, own, _ = await container_header(request, container_id)
     try:
-        described = await engine_client.call(
-            "lab.steps", {"id": container_id}, user=user, node=own.node
+        described = await engine_client.request(
+            verbs.LAB_STEPS, verbs.Id(id=container_id), user=user, node=own.node
         )
     except EngineError as err:
         return render(request, "lab/steps.html", {"error": error_text(err)})

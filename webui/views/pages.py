@@ -7,6 +7,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
 from engine.errors import EngineError
+from engine.protocol import verbs
 from webui import engine_client
 from webui.answers import error_text
 
@@ -20,7 +21,8 @@ def home(request: HttpRequest) -> HttpResponse:
 
 async def _node_info() -> tuple[dict[str, object] | None, str]:
     try:
-        return await engine_client.call("node.info", timeout=STATUS_TIMEOUT), ""
+        info = await engine_client.request(verbs.NODE_INFO, verbs.NoArgs(), timeout=STATUS_TIMEOUT)
+        return info, ""
     except EngineError as err:
         return None, error_text(err)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,9 @@ from django.urls import URLPattern, URLResolver, path
 from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError, NotFoundError
+from engine.protocol import verbs
+from engine.protocol.check import Verb
+from engine.protocol.verbs import MAX_STOP_TIMEOUT
 from webui import engine_client
 from webui.access import aget_container_for_user
 from webui.answers import error_text
@@ -30,7 +34,6 @@ from webui.views.containers import container_header
 
 # Signals offered by the Kill menu (the engine accepts any valid one from the CLI).
 KILL_SIGNALS = ("KILL", "TERM", "INT", "HUP", "QUIT", "USR1", "USR2", "STOP", "CONT", "WINCH")
-MAX_STOP_TIMEOUT = 3600
 ACTIVE = ("running", "paused")
 LOG_TAIL_BYTES = 256 * 1024
 _CURSOR_RE = re.compile(r"^[0-9]{1,20}:[0-9]{1,20}:[01]$")
@@ -42,17 +45,16 @@ async def _own(request: HttpRequest, container_id: str) -> tuple[Any, Ownership]
     return user, await aget_container_for_user(user, container_id)
 
 
-async def _state(container_id: str, user: Any, node: str) -> dict[str, Any]:
+async def _state(container_id: str, user: Any, node: str) -> verbs.State:
     try:
-        result: dict[str, Any] = await engine_client.call(
-            "container.state", {"id": container_id}, user=user, node=node
+        return await engine_client.request(
+            verbs.CONTAINER_STATE, verbs.Id(id=container_id), user=user, node=node
         )
     except NotFoundError as err:
         raise Http404("no such container") from err
-    return result
 
 
-def _commands(state: dict[str, Any]) -> list[tuple[str, str]]:
+def _commands(state: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The podman and runc commands equivalent to this tab's buttons, for the learner."""
     name, cid = state.get("name", ""), state.get("id", "")
     return [
@@ -72,7 +74,7 @@ def _when(epoch: Any) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _context(state: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _context(state: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
     return {
         "nav": "containers",
         "tab": "run",
@@ -92,6 +94,7 @@ def _context(state: dict[str, Any], **extra: Any) -> dict[str, Any]:
 async def run_tab(request: HttpRequest, container_id: str) -> HttpResponse:
     user, own, info = await container_header(request, container_id)
     error = ""
+    state: Mapping[str, Any]
     try:
         state = await _state(container_id, user, own.node)
     except EngineError as err:
@@ -128,36 +131,51 @@ def _int_field(request: HttpRequest, key: str, default: int, hi: int) -> int:
     return int(raw)
 
 
-def _action_args(request: HttpRequest, action: str) -> tuple[str, dict[str, Any], float]:
-    """The engine verb, its arguments (checked here, and again by the engine) and the RPC
-    timeout an action needs."""
+_SIMPLE: dict[str, Verb[verbs.Id, verbs.Summary]] = {
+    "start": verbs.CONTAINER_START,
+    "pause": verbs.CONTAINER_PAUSE,
+    "resume": verbs.CONTAINER_RESUME,
+}
+
+
+def _action_args(
+    request: HttpRequest, action: str, ref: str
+) -> tuple[Verb[Any, verbs.Summary], Any, dict[str, Any], float]:
+    """The engine verb, its arguments (checked here, and again by the engine), what the audit
+    log keeps of them, and the RPC timeout an action needs."""
     base = float(settings.GANTRY_RPC_TIMEOUT)
     if action in ("stop", "restart"):
         seconds = _int_field(request, "timeout", 10, MAX_STOP_TIMEOUT)
-        return f"container.{action}", {"timeout": seconds}, base + seconds + 30
+        verb = verbs.CONTAINER_STOP if action == "stop" else verbs.CONTAINER_RESTART
+        return verb, verbs.Stop(id=ref, timeout=seconds), {"timeout": seconds}, base + seconds + 30
     if action == "kill":
         signal = request.POST.get("signal", "KILL")
         if signal not in KILL_SIGNALS:
             raise ValueError(f"signal: one of {', '.join(KILL_SIGNALS)}")
-        return "container.kill", {"signal": signal}, base + 10
-    return f"container.{action}", {}, base + 50
+        return (
+            verbs.CONTAINER_KILL,
+            verbs.Kill(id=ref, signal=signal),
+            {"signal": signal},
+            base + 10,
+        )
+    return _SIMPLE[action], verbs.Id(id=ref), {}, base + 50
 
 
 async def _act(request: HttpRequest, container_id: str, action: str) -> HttpResponse:
     user, own = await _own(request, container_id)
     try:
-        op, args, timeout = _action_args(request, action)
+        verb, args, detail, timeout = _action_args(request, action, container_id)
     except ValueError as err:
         return HttpResponse(str(err), status=400, content_type="text/plain")
     try:
         await engine_action(
             user,
-            op,
-            {"id": container_id, **args},
+            verb,
+            args,
             target=container_id,
             node=own.node,
             timeout=timeout,
-            detail=args,
+            detail=detail,
         )
     except EngineError as err:
         return error_response(err)
@@ -182,15 +200,16 @@ async def logs(request: HttpRequest, container_id: str) -> HttpResponse:
     """The log as JSON for run.js: the tail first, then what was appended after ``cursor``."""
     user, own = await _own(request, container_id)
     cursor = request.GET.get("cursor", "")
-    args: dict[str, Any] = {"id": container_id, "timestamps": request.GET.get("timestamps") == "1"}
-    if cursor:
-        if not _CURSOR_RE.match(cursor):
-            return HttpResponse("cursor: not valid", status=400, content_type="text/plain")
-        args["cursor"] = cursor
-    else:
-        args["tail_bytes"] = LOG_TAIL_BYTES
+    if cursor and not _CURSOR_RE.match(cursor):
+        return HttpResponse("cursor: not valid", status=400, content_type="text/plain")
+    args = verbs.Logs(
+        id=container_id,
+        timestamps=request.GET.get("timestamps") == "1",
+        cursor=cursor or None,
+        tail_bytes=None if cursor else LOG_TAIL_BYTES,
+    )
     try:
-        result = await engine_client.call("container.logs", args, user=user, node=own.node)
+        result = await engine_client.request(verbs.CONTAINER_LOGS, args, user=user, node=own.node)
     except EngineError as err:
         return error_response(err)
     response = JsonResponse(result)
@@ -206,11 +225,11 @@ async def logs_download(request: HttpRequest, container_id: str) -> HttpResponse
     parts: list[str] = []
     cursor = ""
     for _ in range(64):  # at most 64 MiB of log file
-        args: dict[str, Any] = {"id": container_id, "timestamps": timestamps}
-        if cursor:
-            args["cursor"] = cursor
+        args = verbs.Logs(id=container_id, timestamps=timestamps, cursor=cursor or None)
         try:
-            result = await engine_client.call("container.logs", args, user=user, node=own.node)
+            result = await engine_client.request(
+                verbs.CONTAINER_LOGS, args, user=user, node=own.node
+            )
         except EngineError as err:
             return error_response(err)
         parts.append(result["data"])

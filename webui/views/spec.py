@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -25,12 +25,15 @@ from django.urls import URLPattern, URLResolver, path, reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError, NotFoundError
-from engine.protocol import SPEC_MAX_BYTES
+from engine.protocol import SPEC_MAX_BYTES, verbs
+from engine.protocol.check import Verb
 from webui import engine_client
 from webui.access import aget_container_for_user
 from webui.answers import error_text, status_of
 from webui.views.common import audit, error_response, htmx_redirect
 
+A = TypeVar("A")
+R = TypeVar("R")
 META_SECONDS = 300.0  # how long the Spec tab's help (spec.meta) is kept per node
 _meta_cache: dict[str, tuple[float, dict[str, Any]]] = {}
 
@@ -51,9 +54,9 @@ async def _check_access(request: HttpRequest, container_id: str) -> Caller:
     return Caller(user, own.node)
 
 
-async def _call(op: str, caller: Caller, **args: Any) -> Any:
+async def _call(verb: Verb[A, R], caller: Caller, args: A) -> R:
     try:
-        return await engine_client.call(op, args, user=caller.user, node=caller.node or None)
+        return await engine_client.request(verb, args, user=caller.user, node=caller.node or None)
     except NotFoundError as err:
         raise Http404("no such container") from err
 
@@ -159,7 +162,7 @@ async def _meta(caller: Caller) -> dict[str, Any]:
     cached = _meta_cache.get(caller.node)
     if cached is not None and time.monotonic() - cached[0] < META_SECONDS:
         return cached[1]
-    meta: dict[str, Any] = await _call("spec.meta", caller)
+    meta = await _call(verbs.SPEC_META, caller, verbs.NoArgs())
     _meta_cache[caller.node] = (time.monotonic(), meta)
     return meta
 
@@ -167,9 +170,11 @@ async def _meta(caller: Caller) -> dict[str, Any]:
 async def _page_context(
     container_id: str, caller: Caller, draft: str | None = None, errors: Any = None
 ) -> dict[str, Any]:
-    info = await _call("spec.get", caller, id=container_id)
+    info = await _call(verbs.SPEC_GET, caller, verbs.Id(id=container_id))
     meta = await _meta(caller)
-    diff = await _call("spec.diff", caller, id=container_id) if info["exists"] else None
+    diff = None
+    if info["exists"]:
+        diff = await _call(verbs.SPEC_DIFF, caller, verbs.Id(id=container_id))
     text = info["text"] if draft is None else draft
     return {
         "nav": "containers",
@@ -205,12 +210,15 @@ async def spec_tab(request: HttpRequest, container_id: str) -> HttpResponse:
     return render(request, "containers/tab_spec.html", context)
 
 
-async def _rewrite(request: HttpRequest, container_id: str, op: str) -> HttpResponse:
+async def _rewrite(
+    request: HttpRequest, container_id: str, verb: Verb[verbs.Id, verbs.Json]
+) -> HttpResponse:
     """generate or reset: the whole document changes, so the page is reloaded."""
     caller = await _check_access(request, container_id)
     started = time.monotonic()
+    op = verb.name
     try:
-        await _call(op, caller, id=container_id)
+        await _call(verb, caller, verbs.Id(id=container_id))
     except EngineError as err:
         await audit(caller.user, op, container_id, started, err.message)
         return _refusal(request, container_id, _errors_of(err), status=status_of(err))
@@ -220,12 +228,12 @@ async def _rewrite(request: HttpRequest, container_id: str, op: str) -> HttpResp
 
 @require_POST
 async def generate(request: HttpRequest, container_id: str) -> HttpResponse:
-    return await _rewrite(request, container_id, "spec.generate")
+    return await _rewrite(request, container_id, verbs.SPEC_GENERATE)
 
 
 @require_POST
 async def reset(request: HttpRequest, container_id: str) -> HttpResponse:
-    return await _rewrite(request, container_id, "spec.reset")
+    return await _rewrite(request, container_id, verbs.SPEC_RESET)
 
 
 def _refusal(
@@ -245,8 +253,11 @@ def _refusal(
     return HttpResponse(text, status=status, content_type="text/plain; charset=utf-8")
 
 
-async def _submit(request: HttpRequest, container_id: str, op: str) -> HttpResponse:
+async def _submit(
+    request: HttpRequest, container_id: str, verb: Verb[verbs.SpecText, verbs.Json]
+) -> HttpResponse:
     caller = await _check_access(request, container_id)
+    op = verb.name
     text = request.POST.get("text", "")
     started = time.monotonic()
     errors: list[dict[str, str]] = []
@@ -255,7 +266,7 @@ async def _submit(request: HttpRequest, container_id: str, op: str) -> HttpRespo
         errors = [{"field": "", "message": f"larger than {SPEC_MAX_BYTES} bytes", "rule": "json"}]
     else:
         try:
-            result = await _call(op, caller, id=container_id, text=text)
+            result = await _call(verb, caller, verbs.SpecText(id=container_id, text=text))
         except EngineError as err:
             errors = _errors_of(err)
     if op == "spec.validate" and not errors:
@@ -290,19 +301,19 @@ async def _submit(request: HttpRequest, container_id: str, op: str) -> HttpRespo
 
 @require_POST
 async def save(request: HttpRequest, container_id: str) -> HttpResponse:
-    return await _submit(request, container_id, "spec.put")
+    return await _submit(request, container_id, verbs.SPEC_PUT)
 
 
 @require_POST
 async def check(request: HttpRequest, container_id: str) -> HttpResponse:
-    return await _submit(request, container_id, "spec.validate")
+    return await _submit(request, container_id, verbs.SPEC_VALIDATE)
 
 
 @require_GET
 async def diff(request: HttpRequest, container_id: str) -> HttpResponse:
     caller = await _check_access(request, container_id)
     try:
-        result = await _call("spec.diff", caller, id=container_id)
+        result = await _call(verbs.SPEC_DIFF, caller, verbs.Id(id=container_id))
     except EngineError as err:
         return error_response(err)
     oob = bool(request.headers.get("HX-Request"))  # also refresh the "edited" pill

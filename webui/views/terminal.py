@@ -19,6 +19,7 @@ from django.urls import URLPattern, URLResolver, path
 from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError
+from engine.protocol import verbs
 from webui import engine_client
 from webui.answers import error_text
 from webui.views.common import engine_action
@@ -35,8 +36,12 @@ async def terminal_tab(request: HttpRequest, container_id: str) -> HttpResponse:
     shells: list[dict[str, Any]] = []
     if running:  # shells opened earlier (another tab, before a reload) get their panes back
         try:
-            found = await engine_client.call(
-                "exec.list", {"container": container_id}, user=user, node=own.node, timeout=5
+            found = await engine_client.request(
+                verbs.EXEC_LIST,
+                verbs.Container(container=container_id),
+                user=user,
+                node=own.node,
+                timeout=5,
             )
         except EngineError:
             found = []
@@ -78,8 +83,8 @@ async def exec_create(request: HttpRequest, container_id: str) -> HttpResponse:
     try:
         result = await engine_action(
             user,
-            "exec.create",
-            {"container": container_id, "command": command, "user": run_as},
+            verbs.EXEC_CREATE,
+            verbs.ExecCreate(container=container_id, command=command, user=run_as),
             target=container_id,
             node=own.node,
             timeout=30,
