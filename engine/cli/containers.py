@@ -20,9 +20,11 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from engine.cli.call import call
 from engine.cli.output import add_format, host_env, print_json, print_table
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError
+from engine.protocol import verbs
 
 if TYPE_CHECKING:
     from engine.storage.containers import Containers
@@ -61,10 +63,9 @@ def parse_entrypoint(value: str | None) -> list[str] | None:
 
 
 def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.storage.records import CreateOptions
-    from engine.storage.volumes import parse_volume
-
-    options = CreateOptions(
+    create = verbs.Create(
+        image=args.image,
+        name=args.name or "",
         command=list(args.command),
         entrypoint=parse_entrypoint(args.entrypoint),
         env=host_env(args.env),
@@ -72,11 +73,10 @@ def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
         user=args.user or "",
         tty=args.tty,
         interactive=args.interactive,
-        volumes=[parse_volume(v) for v in args.volume],
+        volumes=list(args.volume),
         hostname=args.hostname or "",
     )
-    record = _containers(engine).create(options, args.image, args.name or "")
-    print(record.id)
+    print(call(engine, verbs.CONTAINER_CREATE, create)["Id"])
     return 0
 
 
@@ -88,8 +88,7 @@ def cmd_mount(engine: Engine, args: argparse.Namespace) -> int:
                 print(f"{record.short_id}  {containers.paths(record.id).merged}")
         return 0
     for name in args.names:
-        record = containers.get(name)
-        print(containers.mount(record.id))
+        print(call(engine, verbs.CONTAINER_MOUNT, verbs.Id(id=name))["path"])
     return 0
 
 
@@ -104,7 +103,7 @@ def cmd_unmount(engine: Engine, args: argparse.Namespace) -> int:
     status = 0
     for record in records:
         try:
-            containers.unmount(record.id, force=args.force)
+            call(engine, verbs.CONTAINER_UNMOUNT, verbs.Force(id=record.id, force=args.force))
             print(record.id)
         except EngineError as err:
             print(f"Error: {err.message}", file=sys.stderr)
@@ -113,21 +112,18 @@ def cmd_unmount(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_diff(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.api.containers import changes
-
-    record = _containers(engine).get(args.name)
-    found = changes(engine, record)
+    found = call(engine, verbs.CONTAINER_DIFF, verbs.Id(id=args.name))
     if args.format == "json":
         print_json(
             {
-                "changed": [c.path for c in found if c.kind == "C"],
-                "added": [c.path for c in found if c.kind == "A"],
-                "deleted": [c.path for c in found if c.kind == "D"],
+                "changed": [c["path"] for c in found if c["kind"] == "C"],
+                "added": [c["path"] for c in found if c["kind"] == "A"],
+                "deleted": [c["path"] for c in found if c["kind"] == "D"],
             }
         )
         return 0
     for change in found:
-        print(change.line())
+        print(f"{change['kind']} {change['path']}")
     return 0
 
 
@@ -274,19 +270,16 @@ def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(engine: Engine, args: argparse.Namespace) -> int:
-    containers = _containers(engine, runtime_hooks=True)
-    print_json([containers.inspect(containers.synced(containers.get(n))) for n in args.names])
+    print_json([call(engine, verbs.CONTAINER_INSPECT, verbs.Id(id=n)) for n in args.names])
     return 0
 
 
 def cmd_rm(engine: Engine, args: argparse.Namespace) -> int:
-    containers = _containers(engine, runtime_hooks=True)
     status = 0
     for name in args.names:
         try:
-            record = containers.get(name)
-            containers.remove(record.id, force=args.force)
-            print(record.id)
+            removed = call(engine, verbs.CONTAINER_REMOVE, verbs.Force(id=name, force=args.force))
+            print(removed["id"])
         except EngineError as err:
             if err.code == "not_found" and args.force:
                 continue  # rm -f of what is not there is done already (podman: 0)

@@ -17,9 +17,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from engine.cli.call import call
 from engine.cli.output import add_format, print_json, print_table
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError
+from engine.protocol import verbs
 
 if TYPE_CHECKING:
     from engine.images.pull import PullJob
@@ -219,11 +221,11 @@ def _ago(seconds: float) -> str:
 
 def cmd_rmi(engine: Engine, args: argparse.Namespace) -> int:
     """podman's statuses: 1 when an image is not known, 2 when one is in use."""
-    images = _images(engine)
     status = 0
     for image in args.images:
         try:
-            result = images.remove(image, force=args.force)
+            remove = verbs.RemoveImage(image=image, force=args.force)
+            result = call(engine, verbs.IMAGE_REMOVE, remove)
         except EngineError as err:
             print(f"Error: {err.message}", file=sys.stderr)
             status = max(status, 1 if err.code == "not_found" else 2)
@@ -244,8 +246,6 @@ def cmd_load(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_login(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.registry.credentials import Credentials
-
     engine.ensure_root()
     username = args.username or input("Username: ")
     if args.password_stdin:
@@ -256,15 +256,16 @@ def cmd_login(engine: Engine, args: argparse.Namespace) -> int:
         password = getpass.getpass("Password: ")
     if not username or not password:
         raise InvalidInputError("login: a username and a password are required")
-    engine.get(Credentials).login(args.registry, username, password, tls_verify=args.tls_verify)
+    login = verbs.Login(
+        registry=args.registry, username=username, password=password, tls_verify=args.tls_verify
+    )
+    call(engine, verbs.REGISTRY_LOGIN, login)
     print("Login Succeeded!")
     return 0
 
 
 def cmd_logout(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.registry.credentials import Credentials
-
-    if not engine.get(Credentials).remove(args.registry):
+    if not call(engine, verbs.REGISTRY_LOGOUT, verbs.Registry(registry=args.registry))["removed"]:
         raise InvalidInputError(f"not logged into {args.registry}")
     print(f"Removed login credentials for {args.registry}")
     return 0

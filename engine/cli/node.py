@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from engine.cli.call import call
 from engine.cli.output import add_format, print_json
 from engine.core import Engine
+from engine.protocol import verbs
 
 
 def register(sub: Any) -> None:
@@ -16,9 +18,7 @@ def register(sub: Any) -> None:
 
 
 def info(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.runtime.nodeinfo import node_info
-
-    data = node_info(engine.config)
+    data = call(engine, verbs.NODE_INFO, verbs.NoArgs())
     if args.format == "json":
         print_json(data)
     else:

@@ -9,9 +9,11 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from engine.cli.call import call
 from engine.cli.output import host_env
 from engine.core import Engine
 from engine.errors import EngineError, RuntimeFailedError
+from engine.protocol import verbs
 
 if TYPE_CHECKING:
     from engine.runtime.lifecycle import Lifecycle
@@ -43,31 +45,36 @@ def _each(engine: Engine, names: list[str], verb: Any) -> int:
 
 
 def cmd_start(engine: Engine, args: argparse.Namespace) -> int:
-    lifecycle = _lifecycle(engine)
-    return _each(engine, args.names, lifecycle.start)
+    return _each(engine, args.names, lambda n: call(engine, verbs.CONTAINER_START, verbs.Id(id=n)))
 
 
 def cmd_stop(engine: Engine, args: argparse.Namespace) -> int:
-    lifecycle = _lifecycle(engine)
-    return _each(engine, args.names, lambda n: lifecycle.stop(n, float(args.time)))
+    def stop(name: str) -> None:
+        call(engine, verbs.CONTAINER_STOP, verbs.Stop(id=name, timeout=args.time))
+
+    return _each(engine, args.names, stop)
 
 
 def cmd_kill(engine: Engine, args: argparse.Namespace) -> int:
-    lifecycle = _lifecycle(engine)
-    return _each(engine, args.names, lambda n: lifecycle.kill(n, args.signal))
+    def kill(name: str) -> None:
+        call(engine, verbs.CONTAINER_KILL, verbs.Kill(id=name, signal=args.signal))
+
+    return _each(engine, args.names, kill)
 
 
 def cmd_pause(engine: Engine, args: argparse.Namespace) -> int:
-    return _each(engine, args.names, _lifecycle(engine).pause)
+    return _each(engine, args.names, lambda n: call(engine, verbs.CONTAINER_PAUSE, verbs.Id(id=n)))
 
 
 def cmd_unpause(engine: Engine, args: argparse.Namespace) -> int:
-    return _each(engine, args.names, _lifecycle(engine).resume)
+    return _each(engine, args.names, lambda n: call(engine, verbs.CONTAINER_RESUME, verbs.Id(id=n)))
 
 
 def cmd_restart(engine: Engine, args: argparse.Namespace) -> int:
-    lifecycle = _lifecycle(engine)
-    return _each(engine, args.names, lambda n: lifecycle.restart(n, float(args.time)))
+    def restart(name: str) -> None:
+        call(engine, verbs.CONTAINER_RESTART, verbs.Stop(id=name, timeout=args.time))
+
+    return _each(engine, args.names, restart)
 
 
 def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
@@ -158,7 +165,6 @@ def cmd_exec(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_top(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.runtime.runc import Runc
     from engine.storage.records import ACTIVE_STATES
 
     record = _lifecycle(engine).get_synced(args.name)
@@ -166,13 +172,8 @@ def cmd_top(engine: Engine, args: argparse.Namespace) -> int:
         print(f"Error: container {record.name} is not running", file=sys.stderr)
         return 125
     print("PID     COMMAND")
-    for pid in engine.get(Runc).ps(record.id):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        print(f"{pid:<7} {cmd}")
+    for process in call(engine, verbs.CONTAINER_TOP, verbs.Id(id=record.id))["processes"]:
+        print(f"{process['pid']:<7} {process['cmd']}")
     return 0
 
 

@@ -16,8 +16,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from engine.cli.call import call
 from engine.core import Engine
 from engine.errors import EngineError
+from engine.protocol import verbs
 
 if TYPE_CHECKING:
     from engine.spec.service import SpecService
@@ -31,11 +33,10 @@ def _service(engine: Engine) -> SpecService:
 
 
 def cmd_init(engine: Engine, args: argparse.Namespace) -> int:
-    service = _service(engine)
     status = 0
     for name in args.names:
         try:
-            print(service.generate(name)["path"])
+            print(call(engine, verbs.SPEC_GENERATE, verbs.Id(id=name))["path"])
         except EngineError as err:
             print(f"Error: {err.message}", file=sys.stderr)
             status = 125
@@ -43,7 +44,7 @@ def cmd_init(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_show(engine: Engine, args: argparse.Namespace) -> int:
-    found = _service(engine).get(args.name)
+    found = call(engine, verbs.SPEC_GET, verbs.Id(id=args.name))
     if not found["exists"]:
         print(f"Error: container {found['name']} has no config.json (run init)", file=sys.stderr)
         return 1
@@ -76,14 +77,14 @@ def service_limit() -> int:
 
 
 def cmd_diff(engine: Engine, args: argparse.Namespace) -> int:
-    result = _service(engine).diff(args.name)
+    result = call(engine, verbs.SPEC_DIFF, verbs.Id(id=args.name))
     for line in result["diff"]:
         print(line)
     return 0
 
 
 def cmd_reset(engine: Engine, args: argparse.Namespace) -> int:
-    print(_service(engine).reset(args.name)["path"])
+    print(call(engine, verbs.SPEC_RESET, verbs.Id(id=args.name))["path"])
     return 0
 
 
@@ -94,15 +95,15 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_init)
 
     spec = sub.add_parser("spec", help="show, check, diff or reset a container's config.json")
-    verbs = spec.add_subparsers(dest="spec_verb", metavar="VERB")
-    verbs.required = True
+    subverbs = spec.add_subparsers(dest="spec_verb", metavar="VERB")
+    subverbs.required = True
     for name, func, text in (
         ("show", cmd_show, "print config.json"),
         ("validate", cmd_validate, "check config.json as start will"),
         ("diff", cmd_diff, "show edits against the generated spec"),
         ("reset", cmd_reset, "undo every edit (back to the generated spec)"),
     ):
-        p = verbs.add_parser(name, help=text)
+        p = subverbs.add_parser(name, help=text)
         p.add_argument("name", metavar="NAME")
         p.set_defaults(func=func)
         if name == "validate":
