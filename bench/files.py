@@ -12,7 +12,7 @@ What it does (as root; everything under one temp dir, removed at the end):
 
 Measured (medians of --runs):
   list N entries   `ls -la DIR`  |  engine, in-process (the fs.list handler)  |  engine over
-                   Redis (engine_client.call, paged)  |  the page (Files tab + "show more" rows)
+                   Redis (engine_client.request, paged)  |  the page (Files tab + "show more" rows)
   download D MB    `podman cp ctr:/f host`  |  engine stream as channel messages  |  engine
                    stream on the bulk lane (a Redis list)  |  the page (streamed, on the lane)
   upload U MB      `podman cp host ctr:/f`  |  the page (multipart POST, chunks to the engine)
@@ -217,11 +217,12 @@ class Bench:
         from django.core.files.uploadedfile import SimpleUploadedFile
         from django.test import AsyncClient
 
+        from engine.protocol import verbs
         from webui import engine_client
 
         for _ in range(300):
             try:
-                await engine_client.call("node.ping", timeout=1)
+                await engine_client.request(verbs.NODE_PING, verbs.NoArgs(), timeout=1)
                 break
             except Exception:
                 await asyncio.sleep(0.1)
@@ -231,9 +232,8 @@ class Bench:
             offset: int | None = 0
             count = 0
             while offset is not None:
-                page = await engine_client.call(
-                    "fs.list", {"id": cid, "path": "/big", "offset": offset, "limit": 2000}
-                )
+                args = verbs.FsList(id=cid, path="/big", offset=offset, limit=2000)
+                page = await engine_client.request(verbs.FS_LIST, args)
                 count += len(page["entries"])
                 offset = page["next_offset"]
             assert count == self.args.entries
@@ -260,7 +260,7 @@ class Bench:
         async def rpc_download() -> None:
             total = 0
             async for event in engine_client.stream(
-                "fs.download", {"id": cid, "path": "/download.bin"}
+                verbs.FS_DOWNLOAD, verbs.FsDownload(id=cid, path="/download.bin")
             ):
                 if event.get("type") == "fs.chunk":
                     total += len(event["data"])
@@ -277,7 +277,7 @@ class Bench:
             assert lane
             total = 0
             events = engine_client.stream(
-                "fs.download", {"id": cid, "path": "/download.bin", "lane": lane}
+                verbs.FS_DOWNLOAD, verbs.FsDownload(id=cid, path="/download.bin", lane=lane)
             )
             begin = await anext(events)
             assert begin["lane"] == lane

@@ -75,7 +75,6 @@ async def play(ask: Ask, name: str, volume: Path) -> list[tuple[str, Any]]:
     await step(verbs.IMAGE_INSPECT, verbs.Image(image=IMAGE))
     await step(verbs.REGISTRY_LOGOUT, verbs.Registry(registry="nowhere.example"))
     command = ["sh", "-c", "echo ready; exec sleep 60"]
-    volume.mkdir(parents=True)
     create = verbs.Create(image=IMAGE, name=name, command=command, volumes=[f"{volume}:/mnt"])
     row = await step(verbs.CONTAINER_CREATE, create)
     ref = row["Id"]
@@ -139,7 +138,18 @@ async def _run(step: Callable[[Verb[Any, Any], Any], Awaitable[Any]], ref: str) 
     await step(verbs.CONTAINER_INSPECT, one)  # gone: not_found both ways
 
 
-async def test_the_web_and_the_cli_get_the_same_answers(engine_worker: Engine) -> None:
+@pytest.fixture
+def volumes(engine: Engine) -> Path:
+    """Host directories for the two plays' /mnt, inside the engine's volume allowlist."""
+    top = engine.config.volume_allowlist[0]
+    for name in ("web", "cli"):
+        (top / name).mkdir(parents=True)
+    return top
+
+
+async def test_the_web_and_the_cli_get_the_same_answers(
+    engine_worker: Engine, volumes: Path
+) -> None:
     busybox_image(engine_worker)
 
     async def web(verb: Verb[Any, Any], args: Any) -> Any:
@@ -151,7 +161,6 @@ async def test_the_web_and_the_cli_get_the_same_answers(engine_worker: Engine) -
         )
 
     try:
-        volumes = engine_worker.config.volume_allowlist[0]
         by_web = await play(web, "parity-web", volumes / "web")
         by_cli = await play(cli, "parity-cli", volumes / "cli")
     finally:
