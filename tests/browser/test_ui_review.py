@@ -166,8 +166,15 @@ def test_the_run_tab_fits_800_px(stack: Stack, browser: Any, shots: Any) -> None
     assert page.evaluate("document.documentElement.scrollWidth") <= 800
     remove = page.get_by_test_id("run-remove").bounding_box()
     assert remove and remove["x"] + remove["width"] <= 800
-    pre = page.get_by_test_id("runc-state")
-    assert pre.evaluate("e => e.scrollWidth > e.clientWidth")  # long lines scroll, in place
+    # long lines scroll, in place (asked of the element on the page at that moment: a state
+    # refresh may swap the panel, and a replaced element measures 0 wide)
+    page.wait_for_function(
+        """() => {
+            const pre = document.querySelector("[data-testid='runc-state']");
+            return pre && pre.isConnected && pre.scrollWidth > pre.clientWidth;
+        }""",
+        timeout=5000,
+    )
     shots(page, "run-800")
     page.get_by_test_id("run-remove").click()
     page.wait_for_url("**/containers/")
