@@ -308,9 +308,9 @@ class Bench:
             r = await client.post(
                 f"/containers/{cid}/files/upload",
                 {"dir": "/", "files": SimpleUploadedFile("upload.bin", data)},
-                headers={"X-Requested-With": "XMLHttpRequest"},
+                headers={"HX-Request": "true"},
             )
-            assert r.status_code == 200, r.content
+            assert r.status_code == 200 and b"1 uploaded" in r.content, r.content
 
         self.results["page upload (multipart -> engine)"] = await amedian_time(
             page_upload, self.args.runs

@@ -213,14 +213,6 @@
     });
   });
 
-  // Confirmations without inline script: <button data-confirm="Remove it?">.
-  document.addEventListener("htmx:confirm", (e) => {
-    const q = e.detail.elt.dataset.confirm;
-    if (!q) return;
-    e.preventDefault();
-    if (window.confirm(q)) e.detail.issueRequest(true);
-  });
-
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", connect);
   else connect();
 })();

@@ -1,66 +1,39 @@
-// Files tab: multi-file upload with a progress bar (XHR upload progress events), and keeping
-// the listing fresh after actions. No inline script anywhere (CSP script-src 'self').
+// Files tab: the upload's progress bar (htmx's progress events), and keeping the listing
+// fresh after actions. No inline script anywhere (CSP script-src 'self').
 (function () {
   "use strict";
 
-  function csrfToken(form) {
-    const field = form.querySelector("input[name=csrfmiddlewaretoken]");
-    return field ? field.value : "";
+  // Uploads go through htmx (hx-post with hx-encoding="multipart/form-data"); its
+  // htmx:xhr:progress events drive the bar, and the server's answer fills #upload-status.
+  function uploadForm(e) {
+    const form = e.detail && e.detail.elt;
+    return form && form.id === "upload-form" ? form : null;
   }
 
-  function changed() {
-    document.body.dispatchEvent(new CustomEvent("gantry:files-changed", { detail: {} }));
-  }
-
-  function upload(form) {
-    const input = form.querySelector("input[type=file]");
+  document.body.addEventListener("htmx:beforeRequest", (e) => {
+    const form = uploadForm(e);
+    if (!form) return;
     const bar = form.querySelector("progress");
-    const status = form.querySelector("#upload-status");
-    if (!input || !input.files.length) return;
-    const data = new FormData(form);
-    const xhr = new XMLHttpRequest();
-    xhr.open("POST", form.action);
-    xhr.setRequestHeader("X-CSRFToken", csrfToken(form));
-    xhr.setRequestHeader("X-Requested-With", "XMLHttpRequest");
     bar.hidden = false;
     bar.value = 0;
-    status.textContent = "uploading " + input.files.length + " file(s)…";
-    xhr.upload.addEventListener("progress", (e) => {
-      if (!e.lengthComputable) return;
-      const pct = Math.round((e.loaded / e.total) * 100);
-      bar.value = pct;
-      status.textContent = pct < 100 ? "sent " + pct + "%" : "saving in the container…";
-    });
-    xhr.addEventListener("load", () => {
-      bar.hidden = true;
-      let result = null;
-      try { result = JSON.parse(xhr.responseText); } catch (err) { result = null; }
-      if (!result) {
-        status.textContent = "";
-        if (window.gantryToast) window.gantryToast(xhr.responseText.slice(0, 300) || "upload failed (" + xhr.status + ")");
-        return;
-      }
-      const ok = result.files.filter((f) => f.ok).length;
-      const failed = result.files.filter((f) => !f.ok);
-      status.textContent = ok + " uploaded" + (failed.length ? ", " + failed.length + " failed" : "");
-      failed.forEach((f) => window.gantryToast && window.gantryToast(f.name + ": " + f.error));
-      input.value = "";
-      changed();
-    });
-    xhr.addEventListener("error", () => {
-      bar.hidden = true;
-      status.textContent = "";
-      if (window.gantryToast) window.gantryToast("upload failed: the web server is unreachable");
-    });
-    xhr.send(data);
-  }
+    form.querySelector("#upload-status").textContent =
+      "uploading " + form.querySelector("input[type=file]").files.length + " file(s)…";
+  });
 
-  document.addEventListener("submit", (e) => {
-    const form = e.target;
-    if (form && form.id === "upload-form") {
-      e.preventDefault();
-      upload(form);
-    }
+  document.body.addEventListener("htmx:xhr:progress", (e) => {
+    const form = uploadForm(e);
+    if (!form || !e.detail.lengthComputable) return;
+    const pct = Math.round((e.detail.loaded / e.detail.total) * 100);
+    form.querySelector("progress").value = pct;
+    form.querySelector("#upload-status").textContent = pct < 100 ? "sent " + pct + "%" : "saving in the container…";
+  });
+
+  document.body.addEventListener("htmx:afterRequest", (e) => {
+    const form = uploadForm(e);
+    if (!form) return;
+    form.querySelector("progress").hidden = true;
+    if (e.detail.successful) form.querySelector("input[type=file]").value = "";
+    else form.querySelector("#upload-status").textContent = "";
   });
 
   // After an htmx action in the listing: close its menu and clear the toolbar inputs.
@@ -90,7 +63,7 @@
       document.getElementById("row-rename").value = d.name;
       document.getElementById("row-mode").value = d.perm;
       const form = document.getElementById("row-delete-form");
-      form.dataset.confirm = "Delete " + d.name + (d.type === "dir" ? " and everything in it" : "") + "?";
+      form.setAttribute("hx-confirm", "Delete " + d.name + (d.type === "dir" ? " and everything in it" : "") + "?");
       const dl = document.getElementById("row-download");
       dl.hidden = !(d.type === "file" || d.type === "dir");
       dl.textContent = d.type === "dir" ? "Download (tar)" : "Download";

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,8 @@ def test_the_lab_clicked_through(stack: Stack, browser: Any, shots: Any) -> None
     bars = job.locator("li.pull-layer progress")
     for i in range(bars.count()):
         assert bars.nth(i).get_attribute("value") == bars.nth(i).get_attribute("max")
+    # the server rendered each row's words, as podman prints them
+    expect(job.locator("li.pull-layer .layer-text").first).to_have_text(re.compile(r" · done$"))
     shots(page, "pulled")
     check_turns_green(page, stack, "pulled")
 

@@ -171,7 +171,8 @@ def test_a_click_during_a_refresh_is_not_lost(stack: Stack, browser: Any) -> Non
 
 def test_a_pull_card_keeps_its_newest_snapshot(stack: Stack, browser: Any) -> None:
     """Snapshots that arrive late (an older sequence number, or a running one after done)
-    never take a card back."""
+    never take a card back. (Each snapshot brings its card's HTML, as the events socket
+    renders it: tests/webui/test_events_consumer.py.)"""
     context = browser.new_context()
     page = context.new_page()
     login(stack, page)
@@ -179,7 +180,11 @@ def test_a_pull_card_keeps_its_newest_snapshot(stack: Stack, browser: Any) -> No
     page.evaluate(
         """() => {
             const send = (job) => document.body.dispatchEvent(new CustomEvent("gantry:pull", {
-                detail: Object.assign({ job: "0123456789abcdef", ref: "demo:1", layers: [] }, job),
+                detail: Object.assign({ job: "0123456789abcdef", ref: "demo:1", layers: [],
+                    html: `<article class="pull-job card" id="pull-0123456789abcdef"
+                        data-state="${job.state}" data-seq="${job.seq}">
+                        <span class="pill" data-role="state">${job.state}</span>
+                        <span data-role="step">${job.step}</span></article>` }, job),
             }));
             send({ state: "pulling", step: "fetching layers", seq: 3 });
             send({ state: "pulling", step: "resolving the reference", seq: 2 });
@@ -190,7 +195,11 @@ def test_a_pull_card_keeps_its_newest_snapshot(stack: Stack, browser: Any) -> No
     page.evaluate(
         """() => {
             const send = (job) => document.body.dispatchEvent(new CustomEvent("gantry:pull", {
-                detail: Object.assign({ job: "0123456789abcdef", ref: "demo:1", layers: [] }, job),
+                detail: Object.assign({ job: "0123456789abcdef", ref: "demo:1", layers: [],
+                    html: `<article class="pull-job card" id="pull-0123456789abcdef"
+                        data-state="${job.state}" data-seq="${job.seq}">
+                        <span class="pill" data-role="state">${job.state}</span>
+                        <span data-role="step">${job.step}</span></article>` }, job),
             }));
             send({ state: "done", step: "", seq: 5 });
             send({ state: "pulling", step: "writing manifest to image destination", seq: 4 });

@@ -13,6 +13,7 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.sessions.backends.db import SessionStore
 
 from engine.core import Engine
+from engine.protocol import EVENTS_GROUP
 from webui.asgi import application
 from webui.consumers.base import CLOSE_UNAUTHENTICATED
 
@@ -88,3 +89,58 @@ async def test_logout_closes_the_sessions_sockets(channel_layer: Any, alice: Any
     await channel_layer.group_send(session_group(key), {"type": "session.logout"})
     out = await comm.receive_output(2)
     assert out == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
+
+
+async def test_a_pull_snapshot_comes_with_its_card_rendered(channel_layer: Any, alice: Any) -> None:
+    """The page never builds a pull card: each snapshot brings the server's HTML, with what
+    came from the engine (or the registry) escaped."""
+    comm = communicator(await session_for(alice))
+    assert (await comm.connect())[0]
+    layer = {
+        "digest": "sha256:" + "ab" * 32,
+        "short": "abababababab",
+        "state": "downloading",
+        "size": 2_000_000,
+        "done": 1_000_000,
+        "speed": 500_000,
+    }
+    snapshot = {
+        "job": "0123456789abcdef",
+        "seq": 7,
+        "state": "pulling",
+        "step": "fetching layers",
+        "ref": "evil<script>alert(1)</script>:1",
+        "layers": [layer],
+    }
+    await channel_layer.group_send(
+        EVENTS_GROUP, {"type": "engine.event", "kind": "pull"} | snapshot
+    )
+    msg = await comm.receive_json_from(5)
+    while msg["type"] != "event":
+        msg = await comm.receive_json_from(5)
+    html = msg["html"]
+    assert msg["job"] == "0123456789abcdef" and msg["seq"] == 7
+    assert 'id="pull-0123456789abcdef"' in html and 'data-seq="7"' in html
+    assert "<script>" not in html and "evil&lt;script&gt;" in html
+    assert "1.0 MB / 2.0 MB · 500.0 KB/s" in html and 'value="1000000"' in html
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("layer", "text"),
+    [
+        ({"state": "waiting", "size": 10}, "waiting"),
+        ({"state": "downloading", "size": 2000, "done": 1000}, "1.0 KB / 2.0 KB"),
+        ({"state": "extracting", "size": 2000}, "2.0 KB · extracting"),
+        ({"state": "done", "size": 999}, "999 B · done"),
+        ({"state": "exists", "size": 5}, "already exists"),
+        ({"state": "error", "size": 5}, "failed"),
+    ],
+)
+def test_a_layers_row_says_where_it_is(layer: dict[str, Any], text: str) -> None:
+    from webui.pullcards import decorate
+
+    row = decorate({"layers": [dict(layer, digest="sha256:" + "0" * 64)]})["layers"][0]
+    assert row["text"] == text
+    full = layer["state"] in ("extracting", "done", "exists")
+    assert row["bar_value"] == (row["bar_max"] if full else layer.get("done", 0))

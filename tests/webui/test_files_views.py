@@ -267,15 +267,24 @@ async def test_upload_several_files(alices: ContainerRecord, alice: Any, stack: 
             "dir": "/etc",
             "files": [SimpleUploadedFile("a.txt", b"hello"), SimpleUploadedFile("b.bin", big)],
         },
-        headers={"X-Requested-With": "XMLHttpRequest"},
+        headers=HTMX,
     )
     assert r.status_code == 200, r.content
-    result = json.loads(r.content)["files"]
-    assert [f["ok"] for f in result] == [True, True]
+    assert r.content.decode().strip() == "2 uploaded"
+    assert json.loads(r["HX-Trigger"]) == {"gantry:files-changed": {}}
     assert (m / "etc" / "a.txt").read_bytes() == b"hello" and (
         m / "etc" / "b.bin"
     ).read_bytes() == big
     assert [n for n in os.listdir(m / "etc") if "gantry" in n] == []
+    # into a directory that is not there: each file says why, nothing is left behind
+    r = await client.post(
+        f"/containers/{alices.id}/files/upload",
+        {"dir": "/no/such/dir", "files": [SimpleUploadedFile("c.txt", b"c")]},
+        headers=HTMX,
+    )
+    assert r.status_code == 200
+    assert r.content.decode().startswith("1 failed:") and "c.txt: " in r.content.decode()
+    assert not (m / "no").exists()
 
 
 async def test_downloads_are_safe_attachments(

@@ -71,3 +71,17 @@ async def test_engine_page_shows_versions(engine_worker: Engine, alice: Any) -> 
     assert "engine online" in html
     assert engine_worker.config.node in html
     assert "runc" in html and "conmon" in html
+
+
+@pytest.mark.parametrize(
+    "url", ["/engine/status", "/containers/table", "/images/table", "/images/pulls"]
+)
+async def test_the_parts_pages_reload_are_never_cached(
+    engine_worker: Engine, alice: Any, url: str
+) -> None:
+    """What htmx polls or reloads on events must not come from a cache."""
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    r = await client.get(url)
+    assert r.status_code == 200
+    assert "no-store" in r["Cache-Control"] and "max-age=0" in r["Cache-Control"]

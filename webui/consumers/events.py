@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.protocol import EVENTS_GROUP, NODES_GROUP
+from webui import pullcards
 from webui.consumers.base import CLOSE_BAD_MESSAGE, AuthedJsonConsumer
 
 
@@ -35,10 +36,12 @@ class EventsConsumer(AuthedJsonConsumer):
         )
 
     async def engine_event(self, event: dict[str, Any]) -> None:
-        if await self.may_see(event):
-            await self.send_json(
-                {k: v for k, v in event.items() if k != "type"} | {"type": "event"}
-            )
+        if not await self.may_see(event):
+            return
+        message = {k: v for k, v in event.items() if k != "type"} | {"type": "event"}
+        if event.get("kind") == "pull" and isinstance(event.get("job"), str):
+            message["html"] = pullcards.card_html(event)  # the page swaps it in as it is
+        await self.send_json(message)
 
     async def may_see(self, event: dict[str, Any]) -> bool:
         """Container events only reach their owner (or an admin). A "yes" is kept for the life

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
 
 from engine.errors import EngineError
 from engine.protocol.check import Verb
@@ -72,10 +74,15 @@ def error_response(err: EngineError) -> HttpResponse:
     )
 
 
-def htmx_redirect(request: HttpRequest, url: str) -> HttpResponse:
+class HtmxHttpRequest(HttpRequest):
+    """A request as django-htmx's middleware leaves it: ``request.htmx`` is true when htmx
+    sent it, and says which element asked and what it targets."""
+
+    htmx: HtmxDetails
+
+
+def htmx_redirect(request: HtmxHttpRequest, url: str) -> HttpResponse:
     """A redirect htmx follows as a page load (HX-Redirect) and a browser as a 302."""
-    if request.headers.get("HX-Request"):
-        response = HttpResponse(status=204)
-        response["HX-Redirect"] = url
-        return response
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
     return HttpResponseRedirect(url)

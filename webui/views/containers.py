@@ -16,6 +16,7 @@ from django import forms
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import URLPattern, URLResolver, path, reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from engine.errors import EngineError, NotFoundError
@@ -24,7 +25,7 @@ from webui import engine_client
 from webui.access import aget_container_for_user, avisible_containers
 from webui.answers import error_text
 from webui.models import Ownership
-from webui.views.common import audit, engine_action, error_response, htmx_redirect
+from webui.views.common import HtmxHttpRequest, audit, engine_action, error_response, htmx_redirect
 
 LIST_TIMEOUT = 5.0
 
@@ -51,6 +52,7 @@ def container_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
+@never_cache
 async def container_table(request: HttpRequest) -> HttpResponse:
     """The `podman ps -a` rows of the containers this user may see, from every node they
     live on. Refreshed by htmx whenever a container event arrives."""
@@ -88,7 +90,6 @@ async def container_table(request: HttpRequest) -> HttpResponse:
         "containers/table.html",
         {"rows": rows, "errors": errors, "show_owner": user.is_superuser},
     )
-    response["Cache-Control"] = "no-store"
     return response
 
 
@@ -167,7 +168,7 @@ async def _images(user: Any) -> list[str]:
 
 
 @require_http_methods(["GET", "POST"])
-async def container_new(request: HttpRequest) -> HttpResponse:
+async def container_new(request: HtmxHttpRequest) -> HttpResponse:
     user = await request.auser()
     form = CreateForm(request.POST if request.method == "POST" else None)
     ctx: dict[str, Any] = {"nav": "containers", "form": form, "images": await _images(user)}
@@ -200,7 +201,7 @@ async def container_new(request: HttpRequest) -> HttpResponse:
             )
             return htmx_redirect(request, reverse("ui-container-detail", args=[row["Id"]]))
     # htmx swaps only 2xx answers: the form with its errors comes back as 200 to htmx
-    status = 400 if request.method == "POST" and not request.headers.get("HX-Request") else 200
+    status = 400 if request.method == "POST" and not request.htmx else 200
     template = "containers/new.html"
     return render(request, template, ctx, status=status)
 
@@ -278,11 +279,11 @@ async def _panel(request: HttpRequest, container_id: str) -> HttpResponse:
     response = render(
         request, "containers/storage_panel.html", {"s": storage, "container_id": container_id}
     )
-    response["Cache-Control"] = "no-store"
     return response
 
 
 @require_GET
+@never_cache
 async def storage_panel(request: HttpRequest, container_id: str) -> HttpResponse:
     """The Storage tab's panel alone (refreshed on container events)."""
     return await _panel(request, container_id)
@@ -322,7 +323,7 @@ async def container_unmount(request: HttpRequest, container_id: str) -> HttpResp
 
 
 @require_POST
-async def container_remove(request: HttpRequest, container_id: str) -> HttpResponse:
+async def container_remove(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
     """Remove a container (the engine stops a running one first only with force)."""
     user = await request.auser()
     own = await aget_container_for_user(user, container_id)

@@ -10,18 +10,21 @@ actions are POST (CSRF) and audited.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
+from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.urls import URLPattern, URLResolver, path, reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
 
 from engine.errors import EngineError, InvalidInputError, InvalidStateError
 from engine.protocol import verbs
@@ -31,7 +34,8 @@ from webui import engine_client
 from webui.access import aget_container_for_user
 from webui.answers import error_text, status_of
 from webui.bulklane import new_lane, read_lane
-from webui.views.common import audit, engine_action, error_response
+from webui.models import Ownership
+from webui.views.common import HtmxHttpRequest, audit, engine_action, error_response
 from webui.views.containers import container_header
 
 PAGE = 500
@@ -76,9 +80,9 @@ def files_url(container_id: str, dir_path: str) -> str:
 
 def changed(message: str = "") -> HttpResponse:
     """An action's answer: nothing to swap; listeners reload the listing."""
-    response = HttpResponse(status=204)
-    response["HX-Trigger"] = json.dumps({"gantry:files-changed": {"message": message}})
-    return response
+    return trigger_client_event(
+        HttpResponse(status=204), "gantry:files-changed", {"message": message}
+    )
 
 
 # -- listing -----------------------------------------------------------------------------------
@@ -159,6 +163,7 @@ async def files_tab(request: HttpRequest, container_id: str) -> HttpResponse:
 
 
 @require_GET
+@never_cache
 async def files_rows(request: HttpRequest, container_id: str) -> HttpResponse:
     """The listing's rows from ``offset`` (the "load more" row, and refreshes)."""
     user, own = await _owner(request, container_id)
@@ -171,7 +176,6 @@ async def files_rows(request: HttpRequest, container_id: str) -> HttpResponse:
         )
     template = "containers/files_rows.html" if offset else "containers/files_table.html"
     response = render(request, template, {"listing": listing, "container_id": container_id})
-    response["Cache-Control"] = "no-store"
     return response
 
 
@@ -199,7 +203,7 @@ async def file_view(request: HttpRequest, container_id: str) -> HttpResponse:
 
 
 @require_POST
-async def file_save(request: HttpRequest, container_id: str) -> HttpResponse:
+async def file_save(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
     """Save the editor's text. The version token says which content the user edited; if the
     file changed since, the engine refuses and the user's text is kept in the editor."""
     user, own = await _owner(request, container_id)
@@ -230,7 +234,7 @@ async def file_save(request: HttpRequest, container_id: str) -> HttpResponse:
             # "changed" / "deleted" (since it was opened, or while saving); "" for others
             conflict=(err.current or "other") if isinstance(err, InvalidStateError) else "",
         )
-        status = 200 if request.headers.get("HX-Request") else (409 if ctx["conflict"] else 400)
+        status = 200 if request.htmx else (409 if ctx["conflict"] else 400)
         return render(request, "containers/file_editor.html", ctx, status=status)
     ctx.update(
         f={"text": content, "token": saved["token"], "editable": True, "size": saved["size"]},
@@ -241,10 +245,10 @@ async def file_save(request: HttpRequest, container_id: str) -> HttpResponse:
 
 # -- small actions ------------------------------------------------------------------------------
 async def _act(
-    request: HttpRequest, container_id: str, verb: Verb[Any, Any], build: Callable[[Any], Any]
+    request: HtmxHttpRequest, container_id: str, verb: Verb[Any, Any], build: Callable[[Any], Any]
 ) -> HttpResponse:
     """Run one fs verb whose arguments ``build`` makes from the POST data and the container
-    id; 204 + HX-Trigger on success."""
+    id; 204 and the gantry:files-changed event on success."""
     user, own = await _owner(request, container_id)
     started = time.monotonic()
     try:
@@ -256,7 +260,7 @@ async def _act(
         await audit(user, verb.name, container_id, started, err.message)
         return error_response(err)
     await audit(user, verb.name, container_id, started, **args)
-    if not request.headers.get("HX-Request"):
+    if not request.htmx:
         back = _posted(request.POST.get("dir")) if request.POST.get("dir") else None
         back = back or (args["path"].rsplit("/", 1)[0] or "/")
         return HttpResponseRedirect(files_url(container_id, back))
@@ -268,17 +272,17 @@ def _new_entry(post: Any) -> dict[str, Any]:
 
 
 @require_POST
-async def file_touch(request: HttpRequest, container_id: str) -> HttpResponse:
+async def file_touch(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
     return await _act(request, container_id, verbs.FS_TOUCH, _new_entry)
 
 
 @require_POST
-async def file_mkdir(request: HttpRequest, container_id: str) -> HttpResponse:
+async def file_mkdir(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
     return await _act(request, container_id, verbs.FS_MKDIR, _new_entry)
 
 
 @require_POST
-async def file_rename(request: HttpRequest, container_id: str) -> HttpResponse:
+async def file_rename(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
     def build(p: Any) -> dict[str, Any]:
         src = _posted(p.get("path"))
         return {
@@ -294,12 +298,12 @@ def _delete_args(post: Any) -> dict[str, Any]:
 
 
 @require_POST
-async def file_delete(request: HttpRequest, container_id: str) -> HttpResponse:
+async def file_delete(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
     return await _act(request, container_id, verbs.FS_DELETE, _delete_args)
 
 
 @require_POST
-async def file_chmod(request: HttpRequest, container_id: str) -> HttpResponse:
+async def file_chmod(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
     def build(p: Any) -> dict[str, Any]:
         mode = (p.get("mode") or "").strip()
         if not re.fullmatch(r"[0-7]{3,4}", mode):
@@ -310,73 +314,54 @@ async def file_chmod(request: HttpRequest, container_id: str) -> HttpResponse:
 
 
 # -- transfers ----------------------------------------------------------------------------------
+async def _upload_one(
+    user: Any, own: Ownership, directory: str, upload: UploadedFile
+) -> dict[str, Any]:
+    """One file of an upload: streamed to the engine in chunks, renamed into place only when
+    complete, aborted (the old file kept) on any failure. Answers the file's result."""
+    started = time.monotonic()
+    target = ""
+    try:
+        target = _join(directory, _name(upload.name))
+        begin = verbs.UploadBegin(id=own.container_id, path=target, size=upload.size or 0)
+        begun = await engine_client.request(verbs.FS_UPLOAD_BEGIN, begin, user=user, node=own.node)
+        upload_id = verbs.UploadId(upload=begun["upload"])
+        try:
+            offset = 0
+            upload.seek(0)
+            # (UploadedFile.chunks() ignores the size for in-memory files: read ourselves)
+            while chunk := upload.read(UPLOAD_CHUNK):
+                part = verbs.UploadChunk(upload=upload_id.upload, offset=offset, data=chunk)
+                await engine_client.request(verbs.FS_UPLOAD_CHUNK, part, user=user, node=own.node)
+                offset += len(chunk)
+            done = await engine_client.request(
+                verbs.FS_UPLOAD_COMMIT, upload_id, user=user, node=own.node
+            )
+        except BaseException:
+            with contextlib.suppress(EngineError):
+                await engine_client.request(
+                    verbs.FS_UPLOAD_ABORT, upload_id, user=user, node=own.node
+                )
+            raise
+    except EngineError as err:
+        await audit(user, "fs.upload", own.container_id, started, err.message, path=target)
+        return {"name": upload.name, "ok": False, "error": error_text(err)}
+    await audit(user, "fs.upload", own.container_id, started, path=done["path"], size=done["size"])
+    return {"name": upload.name, "ok": True, "path": done["path"], "size": done["size"]}
+
+
 @require_POST
-async def file_upload(request: HttpRequest, container_id: str) -> HttpResponse:
-    """Files from a multipart form (``files``, several) into directory ``dir``, each streamed
-    to the engine in chunks and renamed into place only when complete."""
+async def file_upload(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
+    """Files from a multipart form (``files``, several) into directory ``dir``. htmx gets
+    the upload's result to show (and the listing reloads); a plain form a redirect."""
     user, own = await _owner(request, container_id)
     directory = _posted(request.POST.get("dir"))
-    results: list[dict[str, Any]] = []
-    for upload in request.FILES.getlist("files"):
-        started = time.monotonic()
-        target = ""
-        try:
-            target = _join(directory, _name(upload.name))
-            begun = await engine_client.request(
-                verbs.FS_UPLOAD_BEGIN,
-                verbs.UploadBegin(id=container_id, path=target, size=upload.size or 0),
-                user=user,
-                node=own.node,
-            )
-            upload_id = verbs.UploadId(upload=begun["upload"])
-            offset = 0
-            try:
-                upload.seek(0)
-                # (UploadedFile.chunks() ignores the size for in-memory files: read ourselves)
-                while chunk := upload.read(UPLOAD_CHUNK):
-                    await engine_client.request(
-                        verbs.FS_UPLOAD_CHUNK,
-                        verbs.UploadChunk(upload=upload_id.upload, offset=offset, data=chunk),
-                        user=user,
-                        node=own.node,
-                    )
-                    offset += len(chunk)
-                done = await engine_client.request(
-                    verbs.FS_UPLOAD_COMMIT, upload_id, user=user, node=own.node
-                )
-            except BaseException:
-                try:
-                    await engine_client.request(
-                        verbs.FS_UPLOAD_ABORT, upload_id, user=user, node=own.node
-                    )
-                except EngineError:
-                    pass
-                raise
-        except EngineError as err:
-            await audit(user, "fs.upload", container_id, started, err.message, path=target)
-            results.append({"name": upload.name, "ok": False, "error": error_text(err)})
-            continue
-        seconds = time.monotonic() - started
-        await audit(user, "fs.upload", container_id, started, path=done["path"], size=done["size"])
-        results.append(
-            {
-                "name": upload.name,
-                "ok": True,
-                "path": done["path"],
-                "size": done["size"],
-                "seconds": round(seconds, 3),
-            }
-        )
+    results = [await _upload_one(user, own, directory, f) for f in request.FILES.getlist("files")]
     failed = [r for r in results if not r["ok"]]
-    if request.headers.get("X-Requested-With") == "XMLHttpRequest" or request.headers.get(
-        "HX-Request"
-    ):
-        status = 200 if not failed else (400 if len(failed) == len(results) else 207)
-        response = HttpResponse(
-            json.dumps({"files": results}), status=status, content_type="application/json"
-        )
-        response["HX-Trigger"] = json.dumps({"gantry:files-changed": {}})
-        return response
+    if request.htmx:
+        ok = len(results) - len(failed)
+        response = render(request, "containers/upload_result.html", {"ok": ok, "failed": failed})
+        return trigger_client_event(response, "gantry:files-changed")
     if failed:
         return HttpResponse(
             "; ".join(f"{r['name']}: {r['error']}" for r in failed),
@@ -395,6 +380,7 @@ def content_disposition(name: str) -> str:
 
 
 @require_GET
+@never_cache
 async def file_download(request: HttpRequest, container_id: str) -> HttpResponseBase:
     """A file (or a folder as tar), streamed from the engine as it reads it: over the bulk
     lane when the channel layer has one (webui/bulklane.py), else as channel messages."""
@@ -431,7 +417,6 @@ async def file_download(request: HttpRequest, container_id: str) -> HttpResponse
     response["Content-Disposition"] = content_disposition(str(begin.get("name") or "download"))
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "sandbox"
-    response["Cache-Control"] = "no-store"
     return response
 
 

@@ -19,13 +19,14 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import URLPattern, URLResolver, path, reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError, InvalidInputError, NotFoundError
 from engine.protocol import verbs
-from webui import engine_client
+from webui import engine_client, pullcards
 from webui.answers import error_text
-from webui.views.common import audit, engine_action, error_response, htmx_redirect
+from webui.views.common import HtmxHttpRequest, audit, engine_action, error_response, htmx_redirect
 
 IMAGE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 REGISTRY_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,255}$")
@@ -36,23 +37,6 @@ def _when(epoch: Any) -> str:
     if not isinstance(epoch, int | float) or epoch <= 0:
         return ""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _human(size: Any) -> str:
-    value = float(size or 0)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"
-
-
-def _decorate_jobs(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    for job in jobs:
-        for layer in job.get("layers", []):
-            size = layer.get("size") or 0
-            layer["percent"] = int(100 * layer.get("done", 0) / size) if size else 0
-    return jobs
 
 
 # -- the page ------------------------------------------------------------------------------------
@@ -67,7 +51,7 @@ async def image_list(request: HttpRequest) -> HttpResponse:
         error = error_text(err)
     ctx = {
         "nav": "images",
-        "jobs": _decorate_jobs(jobs),
+        "jobs": pullcards.decorate_all(jobs),
         "error": error,
         "user_is_admin": user.is_superuser,
     }
@@ -75,6 +59,7 @@ async def image_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
+@never_cache
 async def image_table(request: HttpRequest) -> HttpResponse:
     """The `podman images` table; htmx reloads it whenever an image event arrives."""
     try:
@@ -85,14 +70,14 @@ async def image_table(request: HttpRequest) -> HttpResponse:
         return render(request, "images/table.html", {"error": error_text(err), "images": []})
     for image in images:
         image["short_id"] = image["Id"][:12]
-        image["size_text"] = _human(image.get("Size"))
+        image["size_text"] = pullcards.human(image.get("Size"))
         image["created_text"] = str(image.get("CreatedAt", ""))[:19].replace("T", " ")
     response = render(request, "images/table.html", {"images": images})
-    response["Cache-Control"] = "no-store"
     return response
 
 
 @require_GET
+@never_cache
 async def pull_jobs(request: HttpRequest) -> HttpResponse:
     """Every running and recent pull as cards (the page's fallback after a reconnect)."""
     try:
@@ -101,13 +86,12 @@ async def pull_jobs(request: HttpRequest) -> HttpResponse:
         )
     except EngineError as err:
         return error_response(err)
-    response = render(request, "images/pull_jobs.html", {"jobs": _decorate_jobs(jobs)})
-    response["Cache-Control"] = "no-store"
+    response = render(request, "images/pull_jobs.html", {"jobs": pullcards.decorate_all(jobs)})
     return response
 
 
 @require_POST
-async def pull(request: HttpRequest) -> HttpResponse:
+async def pull(request: HtmxHttpRequest) -> HttpResponse:
     """Start a pull; answers with its progress card at once (the pull runs on)."""
     user = await request.auser()
     ref = request.POST.get("ref", "").strip()
@@ -123,9 +107,9 @@ async def pull(request: HttpRequest) -> HttpResponse:
         await audit(user, "image.pull", ref[:128], started, err.message, skip_tls=skip_tls)
         return error_response(err)
     await audit(user, "image.pull", ref[:128], started, job=job["job"], skip_tls=skip_tls)
-    if not request.headers.get("HX-Request"):
+    if not request.htmx:
         return htmx_redirect(request, reverse("ui-images"))
-    return render(request, "images/pull_job.html", {"job": _decorate_jobs([job])[0]})
+    return render(request, "images/pull_job.html", {"job": pullcards.decorate(job)})
 
 
 # -- one image -----------------------------------------------------------------------------------
@@ -133,7 +117,7 @@ def _chain_rows(info: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for doc in info.get("ManifestChain") or []:
         if isinstance(doc, dict):
-            rows.append(doc | {"size_text": _human(doc.get("size"))})
+            rows.append(doc | {"size_text": pullcards.human(doc.get("size"))})
     return rows
 
 
@@ -170,8 +154,8 @@ async def image_detail(request: HttpRequest, image_id: str) -> HttpResponse:
     config = info.get("Config") or {}
     layers = info.get("LayerDetails") or []
     for layer in layers:
-        layer["size_text"] = _human(layer.get("tar_size") or layer.get("size"))
-        layer["compressed_text"] = _human(layer.get("compressed_size"))
+        layer["size_text"] = pullcards.human(layer.get("tar_size") or layer.get("size"))
+        layer["compressed_text"] = pullcards.human(layer.get("compressed_size"))
     ctx = {
         "nav": "images",
         "image": info,
@@ -183,14 +167,14 @@ async def image_detail(request: HttpRequest, image_id: str) -> HttpResponse:
         "chain": _chain_rows(info),
         "layers": layers,
         "requests": _requests(info),
-        "size_text": _human(info.get("Size")),
+        "size_text": pullcards.human(info.get("Size")),
         "pulled_text": _when(info.get("Pulled")),
     }
     return render(request, "images/detail.html", ctx)
 
 
 @require_POST
-async def image_remove(request: HttpRequest, image_id: str) -> HttpResponse:
+async def image_remove(request: HtmxHttpRequest, image_id: str) -> HttpResponse:
     if not IMAGE_ID_RE.match(image_id):
         raise Http404("no such image")
     user = await request.auser()
@@ -215,27 +199,23 @@ async def _admin(request: HttpRequest) -> Any:
     return user
 
 
-async def _credentials_page(request: HttpRequest, user: Any, **extra: Any) -> HttpResponse:
+async def _credentials_page(request: HtmxHttpRequest, user: Any, **extra: Any) -> HttpResponse:
     try:
         logins = await engine_client.request(verbs.REGISTRY_LIST, verbs.NoArgs(), user=user)
     except EngineError as err:
         logins, extra["error"] = [], error_text(err)
     ctx = {"nav": "images", "logins": logins} | extra
-    template = (
-        "images/credentials_panel.html"
-        if request.headers.get("HX-Request")
-        else ("images/credentials.html")
-    )
+    template = "images/credentials_panel.html" if request.htmx else ("images/credentials.html")
     return render(request, template, ctx)
 
 
 @require_GET
-async def credentials(request: HttpRequest) -> HttpResponse:
+async def credentials(request: HtmxHttpRequest) -> HttpResponse:
     return await _credentials_page(request, await _admin(request))
 
 
 @require_POST
-async def credentials_add(request: HttpRequest) -> HttpResponse:
+async def credentials_add(request: HtmxHttpRequest) -> HttpResponse:
     user = await _admin(request)
     registry = request.POST.get("registry", "").strip()
     username = request.POST.get("username", "").strip()
@@ -259,7 +239,7 @@ async def credentials_add(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-async def credentials_remove(request: HttpRequest) -> HttpResponse:
+async def credentials_remove(request: HtmxHttpRequest) -> HttpResponse:
     user = await _admin(request)
     registry = request.POST.get("registry", "")
     if not REGISTRY_RE.match(registry):

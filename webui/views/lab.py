@@ -17,7 +17,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import URLPattern, URLResolver, path
 from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
 
 from engine.errors import EngineError
 from engine.protocol import LAB_CHECKS, verbs
@@ -121,6 +123,7 @@ async def _find_container(user: Any, run: LabRun, image_id: str) -> None:
 
 
 @require_GET
+@never_cache
 async def lab_checks(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     run = await _run_for(user)
@@ -173,7 +176,6 @@ async def lab_checks(request: HttpRequest) -> HttpResponse:
             "all_done": all(r["done"] for r in rows),
         },
     )
-    response["Cache-Control"] = "no-store"
     return response
 
 
@@ -198,13 +200,12 @@ async def lab_touch_on(request: HttpRequest) -> HttpResponse:
         )
     except EngineError as err:
         return error_response(err)
-    response = HttpResponse(status=204)
-    response["HX-Trigger"] = "gantry:container"
-    return response
+    return trigger_client_event(HttpResponse(status=204), "gantry:container")
 
 
 # -- a container as the lab's steps, and its timeline ---------------------------------------
 @require_GET
+@never_cache
 async def container_steps(request: HttpRequest, container_id: str) -> HttpResponse:
     user, own, _ = await container_header(request, container_id)
     try:
@@ -218,7 +219,6 @@ async def container_steps(request: HttpRequest, container_id: str) -> HttpRespon
         step["next"] = not step["done"] and not next_found
         next_found = next_found or step["next"]
     response = render(request, "lab/steps.html", {"d": described, "container_id": container_id})
-    response["Cache-Control"] = "no-store"
     return response
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from engine.errors import EngineError
@@ -34,9 +35,9 @@ async def engine_page(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
+@never_cache
 async def engine_status(request: HttpRequest) -> HttpResponse:
     """The status badge as a partial: used where no websocket runs and by scripts."""
     info, error = await _node_info()
     response = render(request, "partials/engine_status.html", {"info": info, "error": error})
-    response["Cache-Control"] = "no-store"
     return response

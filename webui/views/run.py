@@ -19,6 +19,7 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import URLPattern, URLResolver, path
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError, NotFoundError
@@ -29,7 +30,7 @@ from webui import engine_client
 from webui.access import aget_container_for_user
 from webui.answers import error_text
 from webui.models import Ownership
-from webui.views.common import engine_action, error_response
+from webui.views.common import HtmxHttpRequest, engine_action, error_response
 from webui.views.containers import container_header
 
 # Signals offered by the Kill menu (the engine accepts any valid one from the CLI).
@@ -105,6 +106,7 @@ async def run_tab(request: HttpRequest, container_id: str) -> HttpResponse:
 
 
 @require_GET
+@never_cache
 async def state_partial(request: HttpRequest, container_id: str) -> HttpResponse:
     user, own = await _own(request, container_id)
     return await _render_state(request, container_id, user, own.node)
@@ -118,7 +120,6 @@ async def _render_state(
     except EngineError as err:
         return error_response(err)
     response = render(request, "containers/tab_run_state.html", _context(state))
-    response["Cache-Control"] = "no-store"
     return response
 
 
@@ -161,7 +162,7 @@ def _action_args(
     return _SIMPLE[action], verbs.Id(id=ref), {}, base + 50
 
 
-async def _act(request: HttpRequest, container_id: str, action: str) -> HttpResponse:
+async def _act(request: HtmxHttpRequest, container_id: str, action: str) -> HttpResponse:
     user, own = await _own(request, container_id)
     try:
         verb, args, detail, timeout = _action_args(request, action, container_id)
@@ -181,14 +182,14 @@ async def _act(request: HttpRequest, container_id: str, action: str) -> HttpResp
         return error_response(err)
     if request.POST.get("from") == "list":  # the containers table (plain forms)
         return redirect("ui-containers")
-    if not request.headers.get("HX-Request"):
+    if not request.htmx:
         return redirect("ui-container-run", container_id=container_id)
     return await _render_state(request, container_id, user, own.node)
 
 
 def _action_view(action: str) -> Any:
     @require_POST
-    async def view(request: HttpRequest, container_id: str) -> HttpResponse:
+    async def view(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
         return await _act(request, container_id, action)
 
     view.__name__ = f"run_{action}"
@@ -196,6 +197,7 @@ def _action_view(action: str) -> Any:
 
 
 @require_GET
+@never_cache
 async def logs(request: HttpRequest, container_id: str) -> HttpResponse:
     """The log as JSON for run.js: the tail first, then what was appended after ``cursor``."""
     user, own = await _own(request, container_id)
@@ -213,7 +215,6 @@ async def logs(request: HttpRequest, container_id: str) -> HttpResponse:
     except EngineError as err:
         return error_response(err)
     response = JsonResponse(result)
-    response["Cache-Control"] = "no-store"
     return response
 
 

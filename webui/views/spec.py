@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import URLPattern, URLResolver, path, reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
 
 from engine.errors import EngineError, NotFoundError
 from engine.protocol import SPEC_MAX_BYTES, verbs
@@ -30,7 +32,7 @@ from engine.protocol.check import Verb
 from webui import engine_client
 from webui.access import aget_container_for_user
 from webui.answers import error_text, status_of
-from webui.views.common import audit, error_response, htmx_redirect
+from webui.views.common import HtmxHttpRequest, audit, error_response, htmx_redirect
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -211,7 +213,7 @@ async def spec_tab(request: HttpRequest, container_id: str) -> HttpResponse:
 
 
 async def _rewrite(
-    request: HttpRequest, container_id: str, verb: Verb[verbs.Id, verbs.Json]
+    request: HtmxHttpRequest, container_id: str, verb: Verb[verbs.Id, verbs.Json]
 ) -> HttpResponse:
     """generate or reset: the whole document changes, so the page is reloaded."""
     caller = await _check_access(request, container_id)
@@ -227,21 +229,21 @@ async def _rewrite(
 
 
 @require_POST
-async def generate(request: HttpRequest, container_id: str) -> HttpResponse:
+async def generate(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
     return await _rewrite(request, container_id, verbs.SPEC_GENERATE)
 
 
 @require_POST
-async def reset(request: HttpRequest, container_id: str) -> HttpResponse:
+async def reset(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
     return await _rewrite(request, container_id, verbs.SPEC_RESET)
 
 
 def _refusal(
-    request: HttpRequest, container_id: str, errors: list[dict[str, str]], status: int
+    request: HtmxHttpRequest, container_id: str, errors: list[dict[str, str]], status: int
 ) -> HttpResponse:
     """Errors as the result partial (htmx swaps it in with a 200, so the editor — and the
     draft in it — is never replaced), or as plain text for a non-htmx request."""
-    if request.headers.get("HX-Request"):
+    if request.htmx:
         return render(
             request,
             "containers/tab_spec_result.html",
@@ -254,7 +256,7 @@ def _refusal(
 
 
 async def _submit(
-    request: HttpRequest, container_id: str, verb: Verb[verbs.SpecText, verbs.Json]
+    request: HtmxHttpRequest, container_id: str, verb: Verb[verbs.SpecText, verbs.Json]
 ) -> HttpResponse:
     caller = await _check_access(request, container_id)
     op = verb.name
@@ -274,7 +276,7 @@ async def _submit(
     if op == "spec.put":
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         await audit(caller.user, op, container_id, started, summary)
-    if not request.headers.get("HX-Request"):
+    if not request.htmx:
         if errors or op == "spec.validate":
             context = await _page_context(container_id, caller, draft=text, errors=errors)
             context["checked"] = not errors
@@ -295,34 +297,34 @@ async def _submit(
         },
     )
     if op == "spec.put" and not errors:
-        response["HX-Trigger"] = "spec-saved"
+        trigger_client_event(response, "spec-saved")
     return response
 
 
 @require_POST
-async def save(request: HttpRequest, container_id: str) -> HttpResponse:
+async def save(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
     return await _submit(request, container_id, verbs.SPEC_PUT)
 
 
 @require_POST
-async def check(request: HttpRequest, container_id: str) -> HttpResponse:
+async def check(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
     return await _submit(request, container_id, verbs.SPEC_VALIDATE)
 
 
 @require_GET
-async def diff(request: HttpRequest, container_id: str) -> HttpResponse:
+@never_cache
+async def diff(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
     caller = await _check_access(request, container_id)
     try:
         result = await _call(verbs.SPEC_DIFF, caller, verbs.Id(id=container_id))
     except EngineError as err:
         return error_response(err)
-    oob = bool(request.headers.get("HX-Request"))  # also refresh the "edited" pill
+    oob = bool(request.htmx)  # also refresh the "edited" pill
     response = render(
         request,
         "containers/tab_spec_diff.html",
         {"diff": result, "container_id": container_id, "oob": oob},
     )
-    response["Cache-Control"] = "no-store"
     return response
 
 

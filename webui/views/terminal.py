@@ -9,7 +9,6 @@ the session; the page opens a pane on it. A missing shell or command is said in 
 
 from __future__ import annotations
 
-import json
 import shlex
 from typing import Any
 
@@ -17,6 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import URLPattern, URLResolver, path
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
 
 from engine.errors import EngineError
 from engine.protocol import verbs
@@ -93,12 +93,12 @@ async def exec_create(request: HttpRequest, container_id: str) -> HttpResponse:
         )
     except EngineError as err:
         return _exec_error(request, error_text(err))
-    response = HttpResponse(status=204)
     label = " ".join(result["command"])[:40] + (f" ({run_as})" if run_as else "")
-    response["HX-Trigger"] = json.dumps(
-        {"gantry:exec-created": {"exec": result["exec"], "label": label}}
+    return trigger_client_event(
+        HttpResponse(status=204),
+        "gantry:exec-created",
+        {"exec": result["exec"], "label": label},
     )
-    return response
 
 
 urlpatterns: list[URLPattern | URLResolver] = [
