@@ -214,7 +214,6 @@ class Bench:
         self.results["engine list (in-process)"] = median_time(list_all, self.args.runs)
 
     async def bench_web(self) -> None:
-        from django.core.files.uploadedfile import SimpleUploadedFile
         from django.test import AsyncClient
 
         from engine.protocol import verbs
@@ -226,7 +225,16 @@ class Bench:
                 break
             except Exception:
                 await asyncio.sleep(0.1)
-        cid = self.record.id
+        client = AsyncClient()
+        await client.aforce_login(self.user)
+        await self._web_lists(client, self.record.id)
+        await self._web_engine_downloads(self.record.id)
+        await self._web_page_transfers(client, self.record.id)
+
+    async def _web_lists(self, client: Any, cid: str) -> None:
+        """A big directory listed over RPC, then as the Files tab's pages."""
+        from engine.protocol import verbs
+        from webui import engine_client
 
         async def rpc_list() -> None:
             offset: int | None = 0
@@ -241,9 +249,6 @@ class Bench:
         await rpc_list()  # warm up the worker the same way
         self.results["engine list (RPC over Redis)"] = await amedian_time(rpc_list, self.args.runs)
 
-        client = AsyncClient()
-        await client.aforce_login(self.user)
-
         async def page_list() -> None:
             r = await client.get(f"/containers/{cid}/files/?path=/big")
             assert r.status_code == 200
@@ -257,6 +262,14 @@ class Bench:
 
         self.results["page list (HTML, all pages)"] = await amedian_time(page_list, self.args.runs)
 
+    async def _web_engine_downloads(self, cid: str) -> None:
+        """A file from the engine as channel messages, then over the bulk lane."""
+        from engine.protocol import verbs
+        from webui import engine_client
+        from webui.bulklane import new_lane, read_lane
+
+        size = self.args.download_mb * 1024 * 1024
+
         async def rpc_download() -> None:
             total = 0
             async for event in engine_client.stream(
@@ -264,15 +277,13 @@ class Bench:
             ):
                 if event.get("type") == "fs.chunk":
                     total += len(event["data"])
-            assert total == self.args.download_mb * 1024 * 1024
+            assert total == size
 
         self.results["engine download (channel messages)"] = await amedian_time(
             rpc_download, self.args.runs
         )
 
         async def lane_download() -> None:
-            from webui.bulklane import new_lane, read_lane
-
             lane = new_lane()
             assert lane
             total = 0
@@ -285,16 +296,20 @@ class Bench:
                 total += len(chunk)
             async for _ in events:
                 pass
-            assert total == self.args.download_mb * 1024 * 1024
+            assert total == size
 
         self.results["engine download (bulk lane)"] = await amedian_time(
             lane_download, self.args.runs
         )
 
+    async def _web_page_transfers(self, client: Any, cid: str) -> None:
+        """The Files tab's download (an HTTP stream) and upload (multipart, htmx)."""
+        from django.core.files.uploadedfile import SimpleUploadedFile
+
         async def page_download() -> None:
             r = await client.get(f"/containers/{cid}/files/download?path=/download.bin")
             total = 0
-            async for chunk in r.streaming_content:  # type: ignore[attr-defined]
+            async for chunk in r.streaming_content:
                 total += len(chunk)
             assert total == self.args.download_mb * 1024 * 1024
 

@@ -217,6 +217,22 @@ def settle() -> None:
     time.sleep(2.0)
 
 
+def one_pull(name: str, ref: str, host: str, layers: list[str], work: Path) -> tuple[float, float]:
+    """One contender's pull into ``work`` on a settled machine: (seconds, CPU seconds)."""
+    settle()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    if name == "gantry":
+        run_gantry(ref, work)
+    elif name == "podman":
+        run_podman(ref, work)
+    else:
+        run_floor(host, layers, work)
+    elapsed = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -253,18 +269,7 @@ def main() -> int:
             for name in order:
                 work = workdir / f"{name}-{round_no}"
                 work.mkdir()
-                settle()
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                started = time.monotonic()
-                if name == "gantry":
-                    run_gantry(ref, work)
-                elif name == "podman":
-                    run_podman(ref, work)
-                else:
-                    run_floor(host, layers, work)
-                elapsed = time.monotonic() - started
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                elapsed, cpu = one_pull(name, ref, host, layers, work)
                 times[name].append(elapsed)
                 cpus[name].append(cpu)
                 if name == "floor" and not files:

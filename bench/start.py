@@ -141,7 +141,6 @@ class Bench:
         config["linux"].pop("cgroupsPath", None)
         config.get("annotations", {}).clear()
         (self.bundle / "config.json").write_text(json.dumps(config))
-        self.peer_config = config
         # podman: the same busybox rootfs as an image.
         tar = subprocess.Popen(["tar", "-C", str(self.rootfs), "-c", "."], stdout=subprocess.PIPE)
         run([*self.podman, "import", "-", "localhost/bench-busybox"], stdin=tar.stdout)

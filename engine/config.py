@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,6 @@ class EngineConfig:
     # Policy knobs for config.json and registry access; each module documents its own keys.
     policy: dict[str, Any] = field(default_factory=dict)
     insecure_registries: tuple[str, ...] = ()
-
-    def with_root(self, root: Path) -> EngineConfig:
-        return replace(self, root=root)
 
 
 _FILE_KEYS = {f.name for f in fields(EngineConfig)} - {"root"}

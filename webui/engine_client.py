@@ -62,6 +62,22 @@ async def _send_request(
     return request_id
 
 
+async def _open(
+    op: str, args: dict[str, Any] | None, user: Any, node: str | None
+) -> tuple[Any, str, str, str]:
+    """Send a request to the engine of ``node``: (channel layer, node, reply channel, id)."""
+    layer = get_channel_layer()
+    if layer is None:
+        raise EngineOfflineError("no channel layer configured")
+    node = node_name(node)
+    # The default prefix on purpose: channels_redis serves every process-local channel that
+    # shares a prefix from one Redis key; a second prefix waits behind the websocket
+    # consumers' receive (about a heartbeat, 1 s, per call).
+    reply_to = await layer.new_channel()
+    request_id = await _send_request(layer, node, op, args, user, reply_to)
+    return layer, node, reply_to, request_id
+
+
 async def call(
     op: str,
     args: dict[str, Any] | None = None,
@@ -71,16 +87,8 @@ async def call(
     node: str | None = None,
 ) -> Any:
     """Send one request and wait for its reply."""
-    layer = get_channel_layer()
-    if layer is None:
-        raise EngineOfflineError("no channel layer configured")
-    node = node_name(node)
     timeout = settings.GANTRY_RPC_TIMEOUT if timeout is None else timeout
-    # The default prefix on purpose: channels_redis serves every process-local channel that
-    # shares a prefix from one Redis key; a second prefix waits behind the websocket
-    # consumers' receive (about a heartbeat, 1 s, per call).
-    reply_to = await layer.new_channel()
-    request_id = await _send_request(layer, node, op, args, user, reply_to)
+    layer, node, reply_to, request_id = await _open(op, args, user, node)
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
@@ -129,12 +137,7 @@ async def stream(
 ) -> AsyncIterator[dict[str, Any]]:
     """Send one request whose handler sends events to ``reply_to`` before its final reply;
     yield each event (not the reply). Raises the reply's error, if any, at the end."""
-    layer = get_channel_layer()
-    if layer is None:
-        raise EngineOfflineError("no channel layer configured")
-    node = node_name(node)
-    reply_to = await layer.new_channel()  # the default prefix: see call()
-    request_id = await _send_request(layer, node, verb.name, encode(args), user, reply_to)
+    layer, node, reply_to, request_id = await _open(verb.name, encode(args), user, node)
     first = settings.GANTRY_RPC_TIMEOUT if timeout is None else timeout
     wait = first
     while True:

@@ -296,7 +296,35 @@ def register(sub: Any) -> None:
         p.set_defaults(func=func)
         return p
 
-    p = verb("create", cmd_create, "create a container (storage and record; nothing runs)")
+    _register_create(
+        verb("create", cmd_create, "create a container (storage and record; nothing runs)")
+    )
+    p = verb("mount", cmd_mount, "mount a container's root filesystem and print its path")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    for name in ("unmount", "umount"):
+        p = verb(name, cmd_unmount, "unmount a container's root filesystem")
+        p.add_argument("-f", "--force", action="store_true", help="drop every mount at once")
+        p.add_argument("-a", "--all", action="store_true", help="every mounted container")
+        p.add_argument("names", nargs="*", metavar="NAME")
+
+    p = verb("diff", cmd_diff, "what the container changed: A added, C changed, D deleted")
+    add_format(p)
+    p.add_argument("name", metavar="NAME")
+
+    p = verb("cp", cmd_cp, "copy between a container and the host (NAME:/path on one side)")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+
+    _register_ps(verb("ps", cmd_ps, "list containers"))
+    p = verb("inspect", cmd_inspect, "show containers' configuration and state as JSON")
+    p.add_argument("names", nargs="+", metavar="NAME")
+
+    p = verb("rm", cmd_rm, "remove containers")
+    p.add_argument("-f", "--force", action="store_true", help="stop running containers first")
+    p.add_argument("names", nargs="+", metavar="NAME")
+
+
+def _register_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="container name (generated if empty)")
     p.add_argument(
         "-v",
@@ -316,23 +344,8 @@ def register(sub: Any) -> None:
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
 
-    p = verb("mount", cmd_mount, "mount a container's root filesystem and print its path")
-    p.add_argument("names", nargs="*", metavar="NAME")
-    for name in ("unmount", "umount"):
-        p = verb(name, cmd_unmount, "unmount a container's root filesystem")
-        p.add_argument("-f", "--force", action="store_true", help="drop every mount at once")
-        p.add_argument("-a", "--all", action="store_true", help="every mounted container")
-        p.add_argument("names", nargs="*", metavar="NAME")
 
-    p = verb("diff", cmd_diff, "what the container changed: A added, C changed, D deleted")
-    add_format(p)
-    p.add_argument("name", metavar="NAME")
-
-    p = verb("cp", cmd_cp, "copy between a container and the host (NAME:/path on one side)")
-    p.add_argument("src", metavar="SRC")
-    p.add_argument("dst", metavar="DST")
-
-    p = verb("ps", cmd_ps, "list containers")
+def _register_ps(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--all", action="store_true", help="all containers, not only running")
     p.add_argument("-q", "--quiet", action="store_true", help="print ids only")
     p.add_argument("-l", "--latest", action="store_true", help="the latest created container")
@@ -347,10 +360,3 @@ def register(sub: Any) -> None:
         help="name, id, status or ancestor (repeat: a key twice is either, two keys both)",
     )
     add_format(p)
-
-    p = verb("inspect", cmd_inspect, "show containers' configuration and state as JSON")
-    p.add_argument("names", nargs="+", metavar="NAME")
-
-    p = verb("rm", cmd_rm, "remove containers")
-    p.add_argument("-f", "--force", action="store_true", help="stop running containers first")
-    p.add_argument("names", nargs="+", metavar="NAME")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.call import call
@@ -14,6 +14,7 @@ from engine.cli.output import host_env
 from engine.core import Engine
 from engine.errors import EngineError, RuntimeFailedError
 from engine.protocol import verbs
+from engine.protocol.check import Verb
 
 if TYPE_CHECKING:
     from engine.runtime.lifecycle import Lifecycle
@@ -44,37 +45,37 @@ def _each(engine: Engine, names: list[str], verb: Any) -> int:
     return status
 
 
-def cmd_start(engine: Engine, args: argparse.Namespace) -> int:
-    return _each(engine, args.names, lambda n: call(engine, verbs.CONTAINER_START, verbs.Id(id=n)))
+def _run_each(
+    engine: Engine, names: list[str], verb: Verb[Any, Any], args_for: Callable[[str], Any]
+) -> int:
+    """Run ``verb`` on each container named, with the arguments ``args_for(name)`` makes."""
+    return _each(engine, names, lambda name: call(engine, verb, args_for(name)))
 
 
-def cmd_stop(engine: Engine, args: argparse.Namespace) -> int:
-    def stop(name: str) -> None:
-        call(engine, verbs.CONTAINER_STOP, verbs.Stop(id=name, timeout=args.time))
+def _by_name(verb: Verb[verbs.Id, Any]) -> Callable[[Engine, argparse.Namespace], int]:
+    """start, pause, unpause: the verb on each container named."""
+    return lambda engine, args: _run_each(engine, args.names, verb, lambda n: verbs.Id(id=n))
 
-    return _each(engine, args.names, stop)
+
+def _with_time(verb: Verb[verbs.Stop, Any]) -> Callable[[Engine, argparse.Namespace], int]:
+    """stop, restart: the verb on each container named, with -t seconds before SIGKILL."""
+
+    def run(engine: Engine, args: argparse.Namespace) -> int:
+        return _run_each(engine, args.names, verb, lambda n: verbs.Stop(id=n, timeout=args.time))
+
+    return run
+
+
+cmd_start = _by_name(verbs.CONTAINER_START)
+cmd_pause = _by_name(verbs.CONTAINER_PAUSE)
+cmd_unpause = _by_name(verbs.CONTAINER_RESUME)
+cmd_stop = _with_time(verbs.CONTAINER_STOP)
+cmd_restart = _with_time(verbs.CONTAINER_RESTART)
 
 
 def cmd_kill(engine: Engine, args: argparse.Namespace) -> int:
-    def kill(name: str) -> None:
-        call(engine, verbs.CONTAINER_KILL, verbs.Kill(id=name, signal=args.signal))
-
-    return _each(engine, args.names, kill)
-
-
-def cmd_pause(engine: Engine, args: argparse.Namespace) -> int:
-    return _each(engine, args.names, lambda n: call(engine, verbs.CONTAINER_PAUSE, verbs.Id(id=n)))
-
-
-def cmd_unpause(engine: Engine, args: argparse.Namespace) -> int:
-    return _each(engine, args.names, lambda n: call(engine, verbs.CONTAINER_RESUME, verbs.Id(id=n)))
-
-
-def cmd_restart(engine: Engine, args: argparse.Namespace) -> int:
-    def restart(name: str) -> None:
-        call(engine, verbs.CONTAINER_RESTART, verbs.Stop(id=name, timeout=args.time))
-
-    return _each(engine, args.names, restart)
+    kill = verbs.CONTAINER_KILL
+    return _run_each(engine, args.names, kill, lambda n: verbs.Kill(id=n, signal=args.signal))
 
 
 def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:

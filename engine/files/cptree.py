@@ -79,69 +79,88 @@ def copy_entry(
         existing: os.stat_result | None = os.stat(dst_name, dir_fd=dst_dir, follow_symlinks=False)
     except FileNotFoundError:
         existing = None
+    src, dst = (src_dir, src_name), (dst_dir, dst_name)
     if stat.S_ISDIR(st.st_mode):
-        if existing is not None and not stat.S_ISDIR(existing.st_mode):
-            raise InvalidInputError(
-                f"copy {src_name}: cannot overwrite a non-directory with a directory"
-            )
-        if existing is None:
-            os.mkdir(dst_name, 0o700, dir_fd=dst_dir)
-        s = os.open(src_name, _DIR_FLAGS, dir_fd=src_dir)
-        try:
-            d = os.open(dst_name, _DIR_FLAGS, dir_fd=dst_dir)
-            try:
-                for name in sorted(os.listdir(s)):
-                    copy_entry(
-                        s, name, d, name, strip_setid=strip_setid, stats=stats, depth=depth + 1
-                    )
-                os.fchown(d, st.st_uid, st.st_gid)
-                os.fchmod(d, mode)
-                os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns))
-            finally:
-                os.close(d)
-        finally:
-            os.close(s)
-        stats.dirs += 1
+        _refuse_kind(src_name, existing, "a directory", want_dir=True)
+        _copy_dir(src, dst, st, mode, existing is None, strip_setid, stats, depth)
     elif stat.S_ISREG(st.st_mode):
-        if existing is not None and stat.S_ISDIR(existing.st_mode):
-            raise InvalidInputError(f"copy {src_name}: cannot overwrite a directory with a file")
-        s = os.open(
-            src_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src_dir
-        )
-        try:
-            fst = os.fstat(s)
-            if not stat.S_ISREG(fst.st_mode):
-                stats.skipped.append(src_name)
-                return stats
-            tmp = TempFile(dst_dir, dst_name, mode)
-            try:
-                stats.bytes += _copy_data(s, tmp.fd, fst.st_size)
-                tmp.commit(fst.st_uid, fst.st_gid, fsync=False)
-            finally:
-                tmp.close()
-            os.utime(
-                dst_name,
-                dir_fd=dst_dir,
-                follow_symlinks=False,
-                ns=(fst.st_atime_ns, fst.st_mtime_ns),
-            )
-        finally:
-            os.close(s)
-        stats.files += 1
+        _refuse_kind(src_name, existing, "a file", want_dir=False)
+        _copy_file(src, dst, mode, stats)
     elif stat.S_ISLNK(st.st_mode):
-        target = os.readlink(src_name, dir_fd=src_dir)
-        if existing is not None:
-            if stat.S_ISDIR(existing.st_mode):
-                raise InvalidInputError(
-                    f"copy {src_name}: cannot overwrite a directory with a symlink"
-                )
-            os.unlink(dst_name, dir_fd=dst_dir)
-        os.symlink(target, dst_name, dir_fd=dst_dir)
-        os.chown(dst_name, st.st_uid, st.st_gid, dir_fd=dst_dir, follow_symlinks=False)
-        stats.links += 1
+        _refuse_kind(src_name, existing, "a symlink", want_dir=False)
+        _copy_link(src, dst, st, existing is not None, stats)
     else:
         stats.skipped.append(src_name)
     return stats
+
+
+def _refuse_kind(name: str, existing: os.stat_result | None, what: str, want_dir: bool) -> None:
+    """A directory replaces only a directory; a file or a link never replaces a directory."""
+    if existing is None or stat.S_ISDIR(existing.st_mode) == want_dir:
+        return
+    if want_dir:
+        raise InvalidInputError(f"copy {name}: cannot overwrite a non-directory with a directory")
+    raise InvalidInputError(f"copy {name}: cannot overwrite a directory with {what}")
+
+
+def _copy_dir(
+    src: tuple[int, str],
+    dst: tuple[int, str],
+    st: os.stat_result,
+    mode: int,
+    create: bool,
+    strip_setid: bool,
+    stats: CopyStats,
+    depth: int,
+) -> None:
+    if create:
+        os.mkdir(dst[1], 0o700, dir_fd=dst[0])
+    s = os.open(src[1], _DIR_FLAGS, dir_fd=src[0])
+    try:
+        d = os.open(dst[1], _DIR_FLAGS, dir_fd=dst[0])
+        try:
+            for name in sorted(os.listdir(s)):
+                copy_entry(s, name, d, name, strip_setid=strip_setid, stats=stats, depth=depth + 1)
+            os.fchown(d, st.st_uid, st.st_gid)
+            os.fchmod(d, mode)
+            os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(d)
+    finally:
+        os.close(s)
+    stats.dirs += 1
+
+
+def _copy_file(src: tuple[int, str], dst: tuple[int, str], mode: int, stats: CopyStats) -> None:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    s = os.open(src[1], flags, dir_fd=src[0])
+    try:
+        fst = os.fstat(s)
+        if not stat.S_ISREG(fst.st_mode):  # it changed since the stat
+            stats.skipped.append(src[1])
+            return
+        tmp = TempFile(dst[0], dst[1], mode)
+        try:
+            stats.bytes += _copy_data(s, tmp.fd, fst.st_size)
+            tmp.commit(fst.st_uid, fst.st_gid, fsync=False)
+        finally:
+            tmp.close()
+        times = (fst.st_atime_ns, fst.st_mtime_ns)
+        os.utime(dst[1], dir_fd=dst[0], follow_symlinks=False, ns=times)
+    finally:
+        os.close(s)
+    stats.files += 1
+
+
+def _copy_link(
+    src: tuple[int, str], dst: tuple[int, str], st: os.stat_result, replace: bool, stats: CopyStats
+) -> None:
+    target = os.readlink(src[1], dir_fd=src[0])
+    if replace:
+        os.unlink(dst[1], dir_fd=dst[0])
+    os.symlink(target, dst[1], dir_fd=dst[0])
+    os.chown(dst[1], st.st_uid, st.st_gid, dir_fd=dst[0], follow_symlinks=False)
+    stats.links += 1
 
 
 # -- the two sides of a cp ----------------------------------------------------------------

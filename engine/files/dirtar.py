@@ -61,6 +61,13 @@ def _tarinfo(arcname: str, st: os.stat_result, ids: Ids) -> tarfile.TarInfo:
     return info
 
 
+def _header(info: tarfile.TarInfo) -> bytes:
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+_Frame = tuple[int, str, Iterator[str]]  # a directory being read: fd, archive path, names left
+
+
 def tar_stream(dir_fd: int, top: str, ids: Ids, chunk: int) -> Iterator[bytes]:
     """A POSIX (pax) tar of the tree below ``dir_fd``, named ``top/...``, in pieces of
     ``chunk`` bytes. Directories are entered with O_NOFOLLOW, files opened with
@@ -69,17 +76,12 @@ def tar_stream(dir_fd: int, top: str, ids: Ids, chunk: int) -> Iterator[bytes]:
     that grows is cut, so the archive stays valid. Sockets are skipped; device nodes and FIFOs
     are stored as headers (never opened)."""
     buf = _Buffer(chunk)
-
-    def header(info: tarfile.TarInfo) -> bytes:
-        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
     root_fd = os.open(".", _DIR_FLAGS, dir_fd=dir_fd)
-    stack: list[tuple[int, str, Iterator[str]]] = []
+    stack: list[_Frame] = []
     try:
-        st = os.fstat(root_fd)
-        info = _tarinfo(top + "/", st, ids)
+        info = _tarinfo(top + "/", os.fstat(root_fd), ids)
         info.type = tarfile.DIRTYPE
-        yield from buf.add(header(info))
+        yield from buf.add(_header(info))
         stack.append((root_fd, top, iter(sorted(os.listdir(root_fd)))))
         root_fd = -1
         while stack:
@@ -89,37 +91,9 @@ def tar_stream(dir_fd: int, top: str, ids: Ids, chunk: int) -> Iterator[bytes]:
                 os.close(fd)
                 stack.pop()
                 continue
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            path = f"{arc}/{name}"
-            info = _tarinfo(path, st, ids)
-            if stat.S_ISDIR(st.st_mode):
-                if len(stack) >= MAX_TAR_DEPTH:
-                    raise InvalidStateError(f"download: deeper than {MAX_TAR_DEPTH} levels")
-                try:
-                    sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                except OSError:
-                    continue  # swapped for something else meanwhile
-                info.name = path + "/"
-                info.type = tarfile.DIRTYPE
-                yield from buf.add(header(info))
-                stack.append((sub, path, iter(sorted(os.listdir(sub)))))
-            elif stat.S_ISREG(st.st_mode):
-                yield from _tar_file(buf, fd, name, info, header)
-            elif stat.S_ISLNK(st.st_mode):
-                info.type = tarfile.SYMTYPE
-                try:
-                    info.linkname = os.readlink(name, dir_fd=fd)
-                except OSError:
-                    continue
-                yield from buf.add(header(info))
-            elif set_special(info, st):
-                yield from buf.add(header(info))
+            yield from _tar_entry(buf, stack, fd, arc, name, ids)
         yield from buf.add(b"\0" * (tarfile.BLOCKSIZE * 2))
-        pad = -buf.total % tarfile.RECORDSIZE
-        yield from buf.add(b"\0" * pad)
+        yield from buf.add(b"\0" * (-buf.total % tarfile.RECORDSIZE))
         if buf.data:
             yield bytes(buf.data)
     finally:
@@ -127,6 +101,40 @@ def tar_stream(dir_fd: int, top: str, ids: Ids, chunk: int) -> Iterator[bytes]:
             os.close(root_fd)
         for fd, _, _ in stack:
             os.close(fd)
+
+
+def _tar_entry(
+    buf: _Buffer, stack: list[_Frame], fd: int, arc: str, name: str, ids: Ids
+) -> Iterator[bytes]:
+    """One entry of the directory ``fd``: its header (and data); a directory is pushed on
+    ``stack`` to be read next. What vanished or changed kind meanwhile is left out."""
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    path = f"{arc}/{name}"
+    info = _tarinfo(path, st, ids)
+    if stat.S_ISDIR(st.st_mode):
+        if len(stack) >= MAX_TAR_DEPTH:
+            raise InvalidStateError(f"download: deeper than {MAX_TAR_DEPTH} levels")
+        try:
+            sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except OSError:
+            return  # swapped for something else meanwhile
+        info.name, info.type = path + "/", tarfile.DIRTYPE
+        stack.append((sub, path, iter(sorted(os.listdir(sub)))))
+        yield from buf.add(_header(info))
+    elif stat.S_ISREG(st.st_mode):
+        yield from _tar_file(buf, fd, name, info, _header)
+    elif stat.S_ISLNK(st.st_mode):
+        info.type = tarfile.SYMTYPE
+        try:
+            info.linkname = os.readlink(name, dir_fd=fd)
+        except OSError:
+            return
+        yield from buf.add(_header(info))
+    elif set_special(info, st):
+        yield from buf.add(_header(info))
 
 
 def _tar_file(

@@ -176,15 +176,6 @@ class Store:
         remove_tree(path, ignore_errors=True)
         self._release(path)
 
-    @contextlib.contextmanager
-    def work_dir(self, prefix: str) -> Iterator[Path]:
-        """tmp_dir() that is deleted on the way out unless it was committed (renamed away)."""
-        path = self.tmp_dir(prefix)
-        try:
-            yield path
-        finally:
-            self.discard(path)
-
     def sweep_tmp(self) -> int:
         """Remove abandoned work under <root>/tmp (entries no live process holds locked).
         An entry that cannot be removed is logged and left: it stops neither the others nor

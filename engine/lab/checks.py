@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from engine.images.store import ImageRecord, Store
 from engine.protocol import LAB_CHECKS
 from engine.storage import mounts
 from engine.storage.containers import Containers
-from engine.storage.records import RUNNING, ContainerRecord
+from engine.storage.records import RUNNING, ContainerPaths, ContainerRecord
 
 _WORD_TEST = re.compile(r"(?:^|[\s/])test(?:\s|$)", re.M)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -143,6 +144,22 @@ def _registry_requests(image: ImageRecord | None, ref: str) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What the steps of one container say, read once."""
+
+    record: ContainerRecord
+    paths: ContainerPaths
+    image: ImageRecord | None
+    layer_dirs: list[str]
+    overlay_command: str
+    mounted: bool
+    runc_binary: str
+    runc_root: str  # "runc --root DIR"
+    exit_dir: str
+    shells: int
+
+
 def steps(engine: Engine, unsafe_ref: str) -> dict[str, Any]:
     """The seven steps of the lab for one container, with done/next and the commands."""
     from engine.runtime.lifecycle import Lifecycle
@@ -150,109 +167,86 @@ def steps(engine: Engine, unsafe_ref: str) -> dict[str, Any]:
     from engine.terminal.consoles import Consoles
 
     record = engine.get(Lifecycle).get_synced(unsafe_ref)
-    containers, store = engine.get(Containers), engine.get(Store)
+    containers, store, runc = engine.get(Containers), engine.get(Store), engine.get(Runc)
     paths = containers.paths(record.id)
-    image = _image(engine, record.image_id) or _image(engine, record.image_name)
-    runc = engine.get(Runc)
-    runc_root = f"runc --root {runc.root}"
-    cid, name = record.id, record.name
-    overlay = containers.overlay(record)
-    mounted = mounts.is_mounted(paths.merged)
-    layer_dirs = [str(store.layer_diff(c)) for c in record.layers]
-    shells = engine.get(Consoles).transcripts(cid)
-    started = record.started_at is not None
+    facts = _Facts(
+        record=record,
+        paths=paths,
+        image=_image(engine, record.image_id) or _image(engine, record.image_name),
+        layer_dirs=[str(store.layer_diff(c)) for c in record.layers],
+        overlay_command=containers.overlay(record).command_line(),
+        mounted=mounts.is_mounted(paths.merged),
+        runc_binary=str(runc.binary),
+        runc_root=f"runc --root {runc.root}",
+        exit_dir=f"{runc.root.parent}/exits",
+        shells=len(engine.get(Consoles).transcripts(record.id)),
+    )
     return {
-        "id": cid,
-        "name": name,
+        "id": record.id,
+        "name": record.name,
         "state": record.state,
-        "steps": [
-            {
-                "key": "pull",
-                "title": "Pull",
-                "done": image is not None,
-                "podman": [f"podman pull {record.image_name}"],
-                "low": [
-                    *_registry_requests(image, record.image_name),
-                    *[
-                        f"gzip -dc <blob> | tar -x -C {d}    # whiteouts become 0/0 devices"
-                        for d in layer_dirs
-                    ],
-                ],
-            },
-            {
-                "key": "create",
-                "title": "Create",
-                "done": True,
-                "podman": [_podman_create(record)],
-                "low": [
-                    f"mkdir -p {paths.upper} {paths.work} {paths.merged} {paths.bundle}",
-                    f"cat {paths.record}    # the container's record",
-                ],
-            },
-            {
-                "key": "mount",
-                "title": "Mount & browse",
-                "done": mounted or record.mount_count > 0 or _has_changes(paths.upper),
-                "podman": [
-                    f"podman mount {name}",
-                    f"ls $(podman mount {name})",
-                    f"touch $(podman mount {name})/test",
-                ],
-                "low": [
-                    overlay.command_line(),
-                    f"ls {paths.merged}",
-                    f"touch {paths.merged}/test",
-                    f"ls {paths.upper}    # the change lands in the upper dir",
-                ],
-            },
-            {
-                "key": "spec",
-                "title": "Spec",
-                "done": paths.config.is_file(),
-                "podman": [f"podman init {name}"],
-                "low": [
-                    f"cat {paths.config}",
-                    "runc spec    # the runtime-spec template it starts from",
-                ],
-            },
-            {
-                "key": "start",
-                "title": "Start",
-                "done": started,
-                "podman": [f"podman start {name}"],
-                "low": [
-                    f"conmon --api-version 1 -c {cid} -r {runc.binary} -b {paths.bundle} "
-                    f"-l k8s-file:{paths.userdata}/ctr.log --exit-dir {runc.root.parent}/exits ...",
-                    f"{runc_root} create --bundle {paths.bundle} --console-socket <conmon's> {cid}",
-                    f"{runc_root} start {cid}",
-                    f"{runc_root} state {cid}",
-                ],
-            },
-            {
-                "key": "terminal",
-                "title": "Terminal",
-                "done": bool(shells),
-                "podman": [f"podman exec -it {name} bash", f"podman attach {name}"],
-                "low": [
-                    f"conmon ... --exec --exec-process-spec {paths.bundle}/<exec>/exec-process-*",
-                    f"{runc_root} exec --tty --console-socket <conmon's> "
-                    f"--process <exec-process> {cid}",
-                ],
-            },
-            {
-                "key": "remove",
-                "title": "Stop & remove",
-                "done": False,
-                "podman": [f"podman kill {name}", f"podman rm {name}"],
-                "low": [
-                    f"{runc_root} kill {cid} KILL",
-                    f"{runc_root} delete {cid}",
-                    f"umount {paths.merged}",
-                    f"rm -rf {paths.root}",
-                ],
-            },
-        ],
+        "steps": _storage_steps(facts) + _runtime_steps(facts),
     }
+
+
+def _step(key: str, title: str, done: bool, podman: list[str], low: list[str]) -> dict[str, Any]:
+    return {"key": key, "title": title, "done": done, "podman": podman, "low": low}
+
+
+def _storage_steps(f: _Facts) -> list[dict[str, Any]]:
+    """Pull, create, mount and browse, spec: podman's commands and what they do underneath."""
+    r, p, name = f.record, f.paths, f.record.name
+    unpack = [
+        f"gzip -dc <blob> | tar -x -C {d}    # whiteouts become 0/0 devices" for d in f.layer_dirs
+    ]
+    return [
+        _step(
+            "pull", "Pull", f.image is not None, [f"podman pull {r.image_name}"],
+            [*_registry_requests(f.image, r.image_name), *unpack],
+        ),
+        _step(
+            "create", "Create", True, [_podman_create(r)],
+            [f"mkdir -p {p.upper} {p.work} {p.merged} {p.bundle}",
+             f"cat {p.record}    # the container's record"],
+        ),
+        _step(
+            "mount", "Mount & browse",
+            f.mounted or r.mount_count > 0 or _has_changes(p.upper),
+            [f"podman mount {name}", f"ls $(podman mount {name})",
+             f"touch $(podman mount {name})/test"],
+            [f.overlay_command, f"ls {p.merged}", f"touch {p.merged}/test",
+             f"ls {p.upper}    # the change lands in the upper dir"],
+        ),
+        _step(
+            "spec", "Spec", p.config.is_file(), [f"podman init {name}"],
+            [f"cat {p.config}", "runc spec    # the runtime-spec template it starts from"],
+        ),
+    ]  # fmt: skip
+
+
+def _runtime_steps(f: _Facts) -> list[dict[str, Any]]:
+    """Start, terminal, stop and remove: podman's commands, then conmon's and runc's."""
+    p, cid, name, runc = f.paths, f.record.id, f.record.name, f.runc_root
+    return [
+        _step(
+            "start", "Start", f.record.started_at is not None, [f"podman start {name}"],
+            [f"conmon --api-version 1 -c {cid} -r {f.runc_binary} -b {p.bundle} "
+             f"-l k8s-file:{p.userdata}/ctr.log --exit-dir {f.exit_dir} ...",
+             f"{runc} create --bundle {p.bundle} --console-socket <conmon's> {cid}",
+             f"{runc} start {cid}", f"{runc} state {cid}"],
+        ),
+        _step(
+            "terminal", "Terminal", f.shells > 0,
+            [f"podman exec -it {name} bash", f"podman attach {name}"],
+            [f"conmon ... --exec --exec-process-spec {p.bundle}/<exec>/exec-process-*",
+             f"{runc} exec --tty --console-socket <conmon's> --process <exec-process> {cid}"],
+        ),
+        _step(
+            "remove", "Stop & remove", False, [f"podman kill {name}", f"podman rm {name}"],
+            [f"{runc} kill {cid} KILL", f"{runc} delete {cid}", f"umount {p.merged}",
+             f"rm -rf {p.root}"],
+        ),
+    ]  # fmt: skip
 
 
 def _has_changes(upper: Path) -> bool:

@@ -52,11 +52,6 @@ def bearer(body: dict[str, Any], what: str) -> str:
     return f"Bearer {token}"
 
 
-def redacted(params: dict[str, Any]) -> dict[str, Any]:
-    """For logs: never print a password."""
-    return {k: ("***" if "pass" in k.lower() else v) for k, v in params.items()}
-
-
 def same_site(realm_host: str | None, registry: str) -> bool:
     """May a registry's credentials go to a token service on ``realm_host``? Only on the
     registry's own host, or a host of the same domain (auth.docker.io for registry-1.docker.io,

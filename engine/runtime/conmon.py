@@ -66,13 +66,6 @@ def attach_socket_path(engine: Engine, record: Any) -> Path:
     return attach_path(engine.get(Containers).paths(record.id).bundle)
 
 
-def ctl_path(engine: Engine, record: Any) -> Path:
-    """A container's ctl FIFO (resize with write_ctl(bundle, 1, rows, cols))."""
-    from engine.storage.containers import Containers
-
-    return ctl_fifo(engine.get(Containers).paths(record.id).bundle)
-
-
 def connect_attach(bundle: Path) -> socket.socket:
     """A connected SEQPACKET socket to ``<bundle>/attach``, reached through an O_PATH fd of
     the directory (no ``sun_path`` length limit). Raises OSError (ENOENT/ECONNREFUSED when

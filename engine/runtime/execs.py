@@ -42,7 +42,6 @@ from engine.runtime.conmon import (
     Spawned,
     attach_path,
     connect_attach,
-    ctl_fifo,
     oci_log_error,
     pid_is_conmon,
     read_exit_file,
@@ -167,10 +166,6 @@ class ExecSession:
     @property
     def attach_path(self) -> Path:
         return attach_path(self.ebundle)
-
-    @property
-    def ctl_path(self) -> Path:
-        return ctl_fifo(self.ebundle)
 
     @property
     def exit_file(self) -> Path:

@@ -11,7 +11,7 @@ keeps the last good state and records the error text in ``record.error``.
 
 Exits are learned from conmon's exit file: the worker's ExitWatcher (inotify on
 ``<root>/exits``) calls ``on_exit``; the CLI, which runs no watcher, learns them from the sync
-that every verb (and ``sync_all``) does. Clean-up after an exit: ``runc delete``, exec bundles
+that every verb does. Clean-up after an exit: ``runc delete``, exec bundles
 and conmon's FIFOs removed, the runtime's use of the rootfs dropped (unmounted unless a user
 mount holds it, as podman does), exit file consumed, a "died" event published.
 """
@@ -241,15 +241,6 @@ class Lifecycle:
                 return self.sync(self.containers.load(found.id), publisher)
         except LockTimeoutError:
             return self.containers.load(found.id)
-
-    def sync_all(self, publisher: Any = None) -> list[ContainerRecord]:
-        out = []
-        for listed in self.containers.list():
-            try:
-                out.append(self.get_synced(listed.id, publisher))
-            except NotFoundError:
-                continue
-        return out
 
     # -- start --------------------------------------------------------------------------------
     def start(self, unsafe_ref: str, publisher: Any = None) -> ContainerRecord:

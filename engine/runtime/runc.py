@@ -76,13 +76,6 @@ def parse_signal(unsafe_signal: str | int) -> int:
     return number
 
 
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
-
-
 class Runc:
     """runc with the engine's ``--root``. Raises RuntimeFailedError carrying runc's message."""
 

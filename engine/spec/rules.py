@@ -244,9 +244,23 @@ class _Checker:
         process = self.spec.get("process")
         if not isinstance(process, Mapping):
             return
-        caps = process.get("capabilities") or {}
+        self.capabilities(process.get("capabilities") or {})
+        if process.get("noNewPrivileges") is not True and not self.policy.allow_new_privileges:
+            self.refuse("no-new-privileges", "process.noNewPrivileges", "must be true")
+        cwd = process.get("cwd")
+        if isinstance(cwd, str) and cwd.startswith("/") and under(clean(cwd), "/proc"):
+            self.refuse("cwd", "process.cwd", "must not be in /proc (CVE-2024-21626)")
+        if process.get("apparmorProfile") == "unconfined":
+            self.refuse("lsm", "process.apparmorProfile", "unconfined is not allowed")
+        label = str(process.get("selinuxLabel") or "")
+        if "unconfined_t" in label or "spc_t" in label:
+            self.refuse("lsm", "process.selinuxLabel", "an unconfined SELinux type is not allowed")
+        self.rlimits(process.get("rlimits") or [])
+        self.priorities(process)
+
+    def capabilities(self, caps: Any) -> None:
+        """One refusal per capability, at its first place, naming every set that holds it."""
         allowed = self.policy.capabilities
-        # One refusal per capability, at its first place, naming every set that holds it.
         refused: dict[str, tuple[str, list[str]]] = {}
         for kind, names in caps.items() if isinstance(caps, Mapping) else ():
             for j, cap in enumerate(names or []):
@@ -271,17 +285,9 @@ class _Checker:
                     f"in policy.spec.allow_capabilities of {_config_file()}"
                 )
             self.refuse("capabilities", where, message)
-        if process.get("noNewPrivileges") is not True and not self.policy.allow_new_privileges:
-            self.refuse("no-new-privileges", "process.noNewPrivileges", "must be true")
-        cwd = process.get("cwd")
-        if isinstance(cwd, str) and cwd.startswith("/") and under(clean(cwd), "/proc"):
-            self.refuse("cwd", "process.cwd", "must not be in /proc (CVE-2024-21626)")
-        if process.get("apparmorProfile") == "unconfined":
-            self.refuse("lsm", "process.apparmorProfile", "unconfined is not allowed")
-        label = str(process.get("selinuxLabel") or "")
-        if "unconfined_t" in label or "spc_t" in label:
-            self.refuse("lsm", "process.selinuxLabel", "an unconfined SELinux type is not allowed")
-        self.rlimits(process.get("rlimits") or [])
+
+    def priorities(self, process: Mapping[str, Any]) -> None:
+        """No shield from the OOM killer, no realtime CPU or I/O scheduling."""
         oom = process.get("oomScoreAdj")
         if isinstance(oom, int) and oom < 0:
             self.refuse(

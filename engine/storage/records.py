@@ -29,7 +29,6 @@ CONFIGURED = "configured"  # bundle/config.json written (engine.spec)
 RUNNING = "running"
 PAUSED = "paused"
 EXITED = "exited"
-STATES = (CREATED, CONFIGURED, RUNNING, PAUSED, EXITED)
 ACTIVE_STATES = (RUNNING, PAUSED)
 
 MAX_COMMAND_ITEMS = 256

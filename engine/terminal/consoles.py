@@ -24,6 +24,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from engine.runtime.conmon import (
     read_pid_file,
     write_ctl,
 )
-from engine.runtime.execs import EXEC_ID_RE, exec_bundles
+from engine.runtime.execs import EXEC_ID_RE, ExecSession, exec_bundles
 from engine.runtime.lifecycle import Lifecycle
 from engine.runtime.logs import read_all
 from engine.storage.containers import Containers, publish_container_event
@@ -187,35 +188,8 @@ class Consoles:
         except BaseException:
             exec_session.cleanup()
             raise
-        started = time.time()
         key = exec_key(record.id, exec_session.exec_id)
-        userdata = self.containers.paths(record.id).userdata
-
-        def on_eof(session: Session) -> None:
-            try:
-                code: int | None = exec_session.wait(timeout=10)
-            except EngineError:
-                code = None
-            session.set_exit_code(code)
-            _save_transcript(
-                userdata,
-                exec_session.exec_id,
-                command,
-                user,
-                started,
-                code,
-                session.ring.getvalue()[-TRANSCRIPT:],
-            )
-            exec_session.cleanup()
-            _publish(
-                publisher,
-                self.containers,
-                record.id,
-                "exec_died",
-                exec=exec_session.exec_id,
-                exit_code=code,
-            )
-
+        on_eof = _ExecEnd(exec_session, self.containers, record.id, command, user, publisher)
         self.hub.open(key, lambda: sock, publisher, resize=exec_session.resize, on_eof=on_eof)
         _publish(publisher, self.containers, record.id, "exec_start", exec=exec_session.exec_id)
         return {
@@ -308,6 +282,36 @@ def _exec_process_spec(ebundle: Path) -> dict[str, Any]:
 
 def _resize(bundle: Path, rows: int, cols: int) -> None:
     write_ctl(bundle, 1, rows, cols)
+
+
+@dataclass
+class _ExecEnd:
+    """What happens when an exec shell's terminal ends: its exit code is read, what it
+    printed is kept as a transcript, its bundle goes, and the event is published."""
+
+    exec_session: ExecSession
+    containers: Containers
+    container_id: str
+    command: list[str]
+    user: str
+    publisher: Publisher
+    started: float = field(default_factory=time.time)
+
+    def __call__(self, session: Session) -> None:
+        exec_id = self.exec_session.exec_id
+        try:
+            code: int | None = self.exec_session.wait(timeout=10)
+        except EngineError:
+            code = None
+        session.set_exit_code(code)
+        output = session.ring.getvalue()[-TRANSCRIPT:]
+        userdata = self.containers.paths(self.container_id).userdata
+        _save_transcript(userdata, exec_id, self.command, self.user, self.started, code, output)
+        self.exec_session.cleanup()
+        _publish(
+            self.publisher, self.containers, self.container_id, "exec_died",
+            exec=exec_id, exit_code=code,
+        )  # fmt: skip
 
 
 def _save_transcript(

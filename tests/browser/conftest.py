@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import requires
+from tests.stack.stackrun import Stack, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -56,3 +57,30 @@ def shots(request: pytest.FixtureRequest) -> Any:
         return path
 
     return take
+
+
+def stack_with_busybox() -> Iterator[Stack]:
+    """A running stack (web, worker, Redis) whose engine has the busybox image; for a
+    module-scoped ``stack`` fixture: ``yield from stack_with_busybox()``."""
+    from tests.imagetools import busybox_image
+
+    s = Stack().start()
+    try:
+        # the worker sweeps and collects the store as it starts: add the image after that
+        session = s.login()
+        status = s.url + "/engine/status"
+        wait_until(lambda: "engine online" in session.get(status, timeout=10).text, 60)
+        engine = s.engine()
+        engine.ensure_root()
+        busybox_image(engine)
+        yield s
+    finally:
+        s.stop()
+
+
+def console_errors(page: Any) -> list[str]:
+    """The page's console errors and uncaught exceptions, as they come."""
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    return problems

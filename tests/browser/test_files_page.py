@@ -16,11 +16,10 @@ from playwright.sync_api import expect
 from engine.config import EngineConfig
 from engine.core import Engine
 from engine.storage.containers import Containers
-from tests.browser.conftest import needs_chromium
+from tests.browser.conftest import needs_chromium, stack_with_busybox
 from tests.conftest import requires
 from tests.engine.storagetools import CAN_OVERLAY
-from tests.imagetools import busybox_image
-from tests.stack.stackrun import Stack, wait_until
+from tests.stack.stackrun import Stack
 
 pytestmark = [
     pytest.mark.browser,
@@ -31,17 +30,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    s = Stack().start()
-    # the worker sweeps and collects the store as it starts: add the image after that
-    session = s.login()
-    wait_until(
-        lambda: "engine online" in session.get(s.url + "/engine/status", timeout=10).text, 60
-    )
-    engine = Engine(EngineConfig(root=s.tmp / "root", node=s.env["GANTRY_NODE"]))
-    engine.ensure_root()
-    busybox_image(engine)
-    yield s
-    s.stop()
+    yield from stack_with_busybox()
 
 
 def engine_of(stack: Stack) -> Engine:

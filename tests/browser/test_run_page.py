@@ -12,12 +12,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from engine.config import EngineConfig
-from engine.core import Engine
-from tests.browser.conftest import needs_chromium
+from tests.browser.conftest import console_errors, needs_chromium, stack_with_busybox
 from tests.conftest import requires
 from tests.engine.runtools import can_run_containers
-from tests.imagetools import busybox_image
 from tests.stack.stackrun import Stack
 
 pytestmark = [
@@ -32,12 +29,7 @@ SCRIPT = (
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    s = Stack().start()
-    engine = Engine(EngineConfig(root=s.tmp / "root", node=s.env["GANTRY_NODE"]))
-    engine.ensure_root()
-    busybox_image(engine)
-    yield s
-    s.stop()
+    yield from stack_with_busybox()
 
 
 def login(stack: Stack, page: Any) -> None:
@@ -63,9 +55,7 @@ def create(page: Any, stack: Stack, name: str, command: str, *, tty: bool = Fals
 def test_the_run_tab_lives(stack: Stack, browser: Any, shots: Any) -> None:
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
+    problems = console_errors(page)
     login(stack, page)
     cid = create(page, stack, "ticker", f"sh -c '{SCRIPT}'")
     page.goto(f"{stack.url}/containers/{cid}/run/")
@@ -179,13 +169,14 @@ def test_a_pull_card_keeps_its_newest_snapshot(stack: Stack, browser: Any) -> No
     page.goto(stack.url + "/images/")
     page.evaluate(
         """() => {
-            const send = (job) => document.body.dispatchEvent(new CustomEvent("gantry:pull", {
+            window.sendPull = (job) => document.body.dispatchEvent(new CustomEvent("gantry:pull", {
                 detail: Object.assign({ job: "0123456789abcdef", ref: "demo:1", layers: [],
                     html: `<article class="pull-job card" id="pull-0123456789abcdef"
                         data-state="${job.state}" data-seq="${job.seq}">
                         <span class="pill" data-role="state">${job.state}</span>
                         <span data-role="step">${job.step}</span></article>` }, job),
             }));
+            const send = window.sendPull;
             send({ state: "pulling", step: "fetching layers", seq: 3 });
             send({ state: "pulling", step: "resolving the reference", seq: 2 });
         }"""
@@ -194,13 +185,7 @@ def test_a_pull_card_keeps_its_newest_snapshot(stack: Stack, browser: Any) -> No
     expect(card.locator("[data-role='step']")).to_have_text("fetching layers")
     page.evaluate(
         """() => {
-            const send = (job) => document.body.dispatchEvent(new CustomEvent("gantry:pull", {
-                detail: Object.assign({ job: "0123456789abcdef", ref: "demo:1", layers: [],
-                    html: `<article class="pull-job card" id="pull-0123456789abcdef"
-                        data-state="${job.state}" data-seq="${job.seq}">
-                        <span class="pill" data-role="state">${job.state}</span>
-                        <span data-role="step">${job.step}</span></article>` }, job),
-            }));
+            const send = window.sendPull;
             send({ state: "done", step: "", seq: 5 });
             send({ state: "pulling", step: "writing manifest to image destination", seq: 4 });
             send({ state: "pulling", step: "writing manifest to image destination", seq: 9 });

@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 from engine.config import EngineConfig
 from engine.core import Engine
 from engine.storage.containers import Containers
-from tests.browser.conftest import needs_chromium
+from tests.browser.conftest import console_errors, needs_chromium
 from tests.conftest import requires
 from tests.engine.test_spec_service import can_mount_overlay
 from tests.imagetools import busybox_image
@@ -70,9 +70,7 @@ def doc(page: Any) -> dict[str, Any]:
 def test_the_spec_tab_edits_one_document_two_ways(stack: Stack, browser: Any, shots: Any) -> None:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
+    problems = console_errors(page)
     login(stack, page)
     container_id = create_container(stack, page, "spec1")
     page.get_by_role("link", name="Spec").click()

@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import needs_chromium
+from tests.browser.conftest import needs_chromium, stack_with_busybox
 from tests.conftest import requires
 from tests.engine.runtools import can_run_containers
-from tests.imagetools import busybox_image
 from tests.stack.stackrun import Stack
 
 pytestmark = [
@@ -26,12 +25,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    s = Stack().start()
-    engine = s.engine()
-    engine.ensure_root()
-    busybox_image(engine)
-    yield s
-    s.stop()
+    yield from stack_with_busybox()
 
 
 def screen_text(page: Page) -> str:

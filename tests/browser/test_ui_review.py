@@ -15,9 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from engine.config import EngineConfig
-from engine.core import Engine
-from tests.browser.conftest import needs_chromium
+from tests.browser.conftest import needs_chromium, stack_with_busybox
 from tests.browser.test_run_page import login
 from tests.conftest import requires
 from tests.engine.runtools import can_run_containers
@@ -57,12 +55,7 @@ def create(
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    s = Stack().start()
-    engine = Engine(EngineConfig(root=s.tmp / "root", node=s.env["GANTRY_NODE"]))
-    engine.ensure_root()
-    busybox_image(engine)
-    yield s
-    s.stop()
+    yield from stack_with_busybox()
 
 
 def test_remove_image_from_its_page(stack: Stack, browser: Any, shots: Any) -> None:

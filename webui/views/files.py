@@ -271,46 +271,41 @@ def _new_entry(post: Any) -> dict[str, Any]:
     return {"path": _join(_posted(post.get("dir")), _name(post.get("name")))}
 
 
-@require_POST
-async def file_touch(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
-    return await _act(request, container_id, verbs.FS_TOUCH, _new_entry)
-
-
-@require_POST
-async def file_mkdir(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
-    return await _act(request, container_id, verbs.FS_MKDIR, _new_entry)
-
-
-@require_POST
-async def file_rename(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
-    def build(p: Any) -> dict[str, Any]:
-        src = _posted(p.get("path"))
-        return {
-            "path": src,
-            "to": _join(src.rstrip("/").rsplit("/", 1)[0] or "/", _name(p.get("name"))),
-        }
-
-    return await _act(request, container_id, verbs.FS_RENAME, build)
+def _rename_args(post: Any) -> dict[str, Any]:
+    src = _posted(post.get("path"))
+    return {
+        "path": src,
+        "to": _join(src.rstrip("/").rsplit("/", 1)[0] or "/", _name(post.get("name"))),
+    }
 
 
 def _delete_args(post: Any) -> dict[str, Any]:
     return {"path": _posted(post.get("path")), "recursive": post.get("recursive") == "1"}
 
 
-@require_POST
-async def file_delete(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
-    return await _act(request, container_id, verbs.FS_DELETE, _delete_args)
+def _chmod_args(post: Any) -> dict[str, Any]:
+    mode = (post.get("mode") or "").strip()
+    if not re.fullmatch(r"[0-7]{3,4}", mode):
+        raise InvalidInputError(f"mode {mode[:10]!r}: octal digits like 0755")
+    return {"path": _posted(post.get("path")), "mode": int(mode, 8)}
 
 
-@require_POST
-async def file_chmod(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
-    def build(p: Any) -> dict[str, Any]:
-        mode = (p.get("mode") or "").strip()
-        if not re.fullmatch(r"[0-7]{3,4}", mode):
-            raise InvalidInputError(f"mode {mode[:10]!r}: octal digits like 0755")
-        return {"path": _posted(p.get("path")), "mode": int(mode, 8)}
+def _small_action(verb: Verb[Any, Any], build: Callable[[Any], dict[str, Any]]) -> Any:
+    """The view of one small fs action (touch, mkdir, rename, delete, chmod)."""
 
-    return await _act(request, container_id, verbs.FS_CHMOD, build)
+    @require_POST
+    async def view(request: HtmxHttpRequest, container_id: str) -> HttpResponse:
+        return await _act(request, container_id, verb, build)
+
+    view.__name__ = "file_" + verb.name.removeprefix("fs.")
+    return view
+
+
+file_touch = _small_action(verbs.FS_TOUCH, _new_entry)
+file_mkdir = _small_action(verbs.FS_MKDIR, _new_entry)
+file_rename = _small_action(verbs.FS_RENAME, _rename_args)
+file_delete = _small_action(verbs.FS_DELETE, _delete_args)
+file_chmod = _small_action(verbs.FS_CHMOD, _chmod_args)
 
 
 # -- transfers ----------------------------------------------------------------------------------
