@@ -15,7 +15,7 @@ from django.test import AsyncClient, Client
 
 from engine.core import Engine
 from engine.images.service import Images
-from tests.registry import PASSWORD, USER, PushedImages, Registry
+from tests.registry import PASSWORD, USER, PushedImages, Registry, free_port
 from tests.webui.test_events_consumer import communicator, session_for
 from webui.models import AuditEvent
 
@@ -241,3 +241,23 @@ async def test_admins_keep_credentials(
         "/images/credentials/remove", {"registry": auth_registry.host}, headers=HX
     )
     assert "No saved logins" in r.content.decode()
+
+
+async def test_a_pull_that_fails_later_says_so_on_its_card(
+    engine_worker: Engine, alice: Any
+) -> None:
+    """The pull starts (200, a running card), then the registry does not answer: the card,
+    read again as a reload or a resync would, shows the failure and why."""
+    client = await logged_in(alice)
+    ref = f"127.0.0.1:{free_port()}/nobody/home:1"  # nothing listens there
+    r = await client.post("/images/pull", {"ref": ref, "skip_tls": "on"}, headers=HX)
+    assert r.status_code == 200, r.content
+    job_id = re.search(r'data-job="([0-9a-f]{16})"', r.content.decode())
+    assert job_id
+    job = await wait_done(engine_worker, job_id.group(1))
+    assert job["state"] == "error" and job["error"]
+    cards = (await client.get("/images/pulls", headers=HX)).content.decode()
+    card = cards[cards.index(f'id="pull-{job_id.group(1)}"') :]
+    assert 'data-state="error"' in card[:200]
+    alert = re.search(r'data-role="error" role="alert"\s*>(.*?)</p>', card, re.S)
+    assert alert and "127.0.0.1" in alert.group(1), card[:800]
