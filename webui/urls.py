@@ -5,6 +5,7 @@
 /containers/<id>/files/ ...      files.py      (the explorer)
 /containers/<id>/spec/ ...       spec.py       (config.json)
 /containers/<id>/run/ ...        run.py        (start/stop/kill/..., logs)
+/users/ ...                      users.py      (admins: add, roles, disable, passwords)
 """
 
 from __future__ import annotations
@@ -27,4 +28,5 @@ urlpatterns = [
     path("", include("webui.views.run")),
     path("", include("webui.views.terminal")),
     path("", include("webui.views.lab")),
+    path("", include("webui.views.users")),
 ]

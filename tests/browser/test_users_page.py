@@ -1,0 +1,63 @@
+"""The admins' Users page in Chromium, driven by its visible labels: add two learners, read
+their one-time passwords, log one in, make the other an instructor, disable the first (whose
+open page is logged out)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import needs_chromium
+from tests.browser.test_run_page import login
+from tests.conftest import requires
+from tests.stack.stackrun import Stack
+
+pytestmark = [needs_chromium, requires(os.geteuid() == 0, "the stack runs as root")]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    s = Stack().start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def test_an_admin_adds_and_manages_learners(stack: Stack, browser: Any, shots: Any) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.on("dialog", lambda d: d.accept())
+    login(stack, page)
+    page.get_by_role("link", name="Users").click()
+    page.get_by_label("Names").fill("ann\nbob")
+    page.get_by_role("button", name="Add and show passwords").click()
+    added = page.get_by_test_id("added-users")
+    expect(added).to_contain_text("ann")
+    password = added.locator("tr", has_text="ann").locator("td.mono").inner_text()
+    assert re.fullmatch(r"[a-z2-9]{4}(-[a-z2-9]{4}){3}", password)
+    shots(page, "added")
+
+    learner = browser.new_context().new_page()
+    learner.goto(stack.url + "/login/")
+    learner.get_by_label("User name").fill("ann")
+    learner.get_by_label("Password").fill(password)
+    learner.get_by_role("button", name="Log in").click()
+    learner.wait_for_url("**/containers/")
+    expect(learner.get_by_role("link", name="Users")).to_have_count(0)
+
+    everyone = page.get_by_test_id("users")
+    everyone.get_by_label("Role of bob").select_option("instructor")
+    everyone.locator("tr", has_text="bob").get_by_role("button", name="Set role").click()
+    expect(page.get_by_role("status")).to_contain_text("bob is instructor")
+    everyone.locator("tr", has_text="ann").get_by_role("button", name="Disable").click()
+    expect(everyone.locator("tr", has_text="ann")).to_contain_text("disabled")
+    shots(page, "managed")
+    learner.reload()
+    expect(learner).to_have_url(re.compile(r"/login/"))
+    context.close()
