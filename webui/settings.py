@@ -152,6 +152,14 @@ WHITENOISE_USE_FINDERS = False
 
 # The channel layer: a private Redis on a unix socket by default; "memory" for unit tests.
 REDIS_URL = env("GANTRY_REDIS_URL", "unix:///run/gantry/redis/redis.sock")
+# The shared cache (login throttling counts across every web process): the stack's Redis.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "gantry-web",
+    }
+}
 CHANNEL_LAYERS: dict[str, dict[str, object]]
 if env("GANTRY_CHANNEL_LAYER") == "memory":
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
