@@ -18,6 +18,7 @@ from engine.protocol import NODE_RE, default_node
 
 DEFAULT_ROOT = Path("/var/lib/gantry")
 DEFAULT_CONFIG = Path("/etc/gantry/engine.json")
+DEFAULT_SANDBOX = Path("/var/lib/gantry-sandbox")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class EngineConfig:
     # Policy knobs for config.json and registry access; each module documents its own keys.
     policy: dict[str, Any] = field(default_factory=dict)
     insecure_registries: tuple[str, ...] = ()
+    # Where each learner's host-side paths live: <sandbox_root>/<user>/ (engine.storage.sandbox).
+    sandbox_root: Path = DEFAULT_SANDBOX
 
 
 _FILE_KEYS = {f.name for f in fields(EngineConfig)} - {"root"}
@@ -58,6 +61,10 @@ def _from_file(path: Path) -> dict[str, Any]:
             if not all(v.startswith("/") for v in value):
                 raise InvalidInputError(f"engine config {path}: volume_allowlist: absolute paths")
             out[key] = tuple(Path(v) for v in value)
+        elif key == "sandbox_root":
+            if not isinstance(value, str) or not value.startswith("/"):
+                raise InvalidInputError(f"engine config {path}: sandbox_root: an absolute path")
+            out[key] = Path(value)
         elif key == "insecure_registries":
             out[key] = tuple(str(v) for v in value)
         elif key == "policy":
@@ -77,6 +84,11 @@ def load_config(
     values = _from_file(path)
     root_value = root or os.environ.get("GANTRY_ROOT") or DEFAULT_ROOT
     values["root"] = Path(root_value).absolute()
+    sandbox = os.environ.get("GANTRY_SANDBOX_ROOT")
+    if sandbox:
+        if not sandbox.startswith("/"):
+            raise InvalidInputError(f"GANTRY_SANDBOX_ROOT {sandbox[:200]!r}: an absolute path")
+        values["sandbox_root"] = Path(sandbox)
     node_value = node or os.environ.get("GANTRY_NODE")
     if node_value:
         if NODE_RE.search(node_value) or len(node_value) > 60:

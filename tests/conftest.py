@@ -82,7 +82,10 @@ def tmp_root(tmp_path: Path) -> Path:
 def engine(tmp_root: Path, tmp_path: Path) -> Engine:
     return Engine(
         EngineConfig(
-            root=tmp_root, node=settings.GANTRY_NODE, volume_allowlist=(tmp_path / "volumes",)
+            root=tmp_root,
+            node=settings.GANTRY_NODE,
+            volume_allowlist=(tmp_path / "volumes",),
+            sandbox_root=tmp_path / "sandbox",
         )
     )
 

@@ -22,7 +22,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from engine.errors import EngineError, EngineOfflineError, InvalidInputError, from_dict
-from engine.protocol import REQUEST_TYPE, default_node, engine_channel
+from engine.protocol import REQUEST_TYPE, USER_NAME_RE, default_node, engine_channel
 from engine.protocol.check import Verb, encode
 
 A = TypeVar("A")
@@ -41,6 +41,27 @@ def _user_id(user: Any) -> str | None:
     return str(user) if isinstance(user, str | int) else None
 
 
+async def _who(user: Any) -> dict[str, Any]:
+    """Who asks, as the engine is told: id, role and name (a learner's sandbox is named by
+    it); nothing for a request made for no user."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return {"user": _user_id(user)}
+    role = getattr(user, "_gantry_role", None)
+    if role is None:
+        from asgiref.sync import sync_to_async
+
+        from webui.users import role_of
+
+        role = await sync_to_async(role_of)(user)
+        user._gantry_role = role  # once per request: the user object lives as long
+    name = user.get_username()
+    return {
+        "user": _user_id(user),
+        "role": role,
+        "name": name if USER_NAME_RE.match(name) else None,
+    }
+
+
 async def _send_request(
     layer: Any, node: str, op: str, args: dict[str, Any] | None, user: Any, reply_to: str
 ) -> str:
@@ -51,7 +72,7 @@ async def _send_request(
         "op": op,
         "args": args or {},
         "reply_to": reply_to,
-        "user": _user_id(user),
+        **await _who(user),
     }
     try:
         await layer.send(engine_channel(node), message)

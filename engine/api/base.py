@@ -30,6 +30,8 @@ class Context:
     user: str | None = None
     reply_to: str = ""
     publisher: Publisher = field(default_factory=NullPublisher)
+    role: str | None = None  # who asks (engine.protocol.ROLES); None: the CLI, as root
+    name: str | None = None  # their user name (a learner's sandbox is named by it)
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,15 @@ from engine.core import Engine
 from engine.errors import InvalidInputError, NotFoundError
 from engine.hostfs import securepath
 from engine.images.store import Store
-from engine.protocol import CONTAINER_ID_RE, NAME_RE, verbs
+from engine.protocol import CONTAINER_ID_RE, INSTRUCTOR, LEARNER, NAME_RE, verbs
 from engine.protocol.verbs import Json
 from engine.runtime.lifecycle import Lifecycle
 from engine.storage import diff, mounts, rootfs
 from engine.storage.containers import Containers, publish_container_event
 from engine.storage.podjson import ps_json
 from engine.storage.records import ContainerRecord, CreateOptions
-from engine.storage.volumes import parse_volume
+from engine.storage.sandbox import sandbox_of, sandbox_volumes
+from engine.storage.volumes import Volume, parse_volume
 
 MAX_DU_ENTRIES = 200_000
 
@@ -48,10 +49,27 @@ def record_of(ctx: Context, ref: str) -> ContainerRecord:
     return ctx.engine.get(Containers).get(ref)
 
 
+def _sandbox(ctx: Context) -> str:
+    """Whose sandbox a new container's host paths live in: an instructor's or a learner's
+    own (engine.storage.sandbox); "" for an admin (and the CLI): real host paths."""
+    if ctx.role in (INSTRUCTOR, LEARNER):
+        sandbox_of(ctx.engine.config, ctx.name)  # a name that can name one, or PolicyError
+        return str(ctx.name)
+    return ""
+
+
+def _volumes(ctx: Context, sandbox: str, specs: list[str]) -> list[Volume]:
+    volumes = [parse_volume(v) for v in specs]
+    if sandbox and volumes:
+        return sandbox_volumes(ctx.engine.config, sandbox, volumes)
+    return volumes
+
+
 @op(verbs.CONTAINER_CREATE)
 def create(ctx: Context, args: verbs.Create) -> Json:
     if args.name and not NAME_RE.match(args.name):
         raise InvalidInputError(f"name {args.name[:80]!r}: letters, digits, '_', '.', '-'")
+    sandbox = _sandbox(ctx)
     options = CreateOptions(
         command=args.command,
         entrypoint=args.entrypoint,
@@ -60,7 +78,8 @@ def create(ctx: Context, args: verbs.Create) -> Json:
         user=args.user,
         tty=args.tty,
         interactive=args.interactive,
-        volumes=[parse_volume(v) for v in args.volumes],
+        volumes=_volumes(ctx, sandbox, args.volumes),
+        sandbox=sandbox,
         hostname=args.hostname,
     )
     record = ctx.engine.get(Containers).create(

@@ -34,6 +34,7 @@ from engine.files.owners import Ids
 from engine.hostfs import securepath
 from engine.protocol.verbs import MAX_CHUNK
 from engine.storage.containers import ContainerRecord, Containers
+from engine.storage.sandbox import bind_roots
 
 CHUNK = 448 * 1024  # bytes per download message (a message stays under 512 KiB)
 DEFAULT_MAX_UPLOAD = 2 * 1024 * 1024 * 1024
@@ -238,7 +239,8 @@ def file_stream(fd: int, size: int, chunk: int = CHUNK) -> Iterator[bytes]:
 def _container_side(
     engine: Engine, record: ContainerRecord, root: securepath.Root, *, write: bool
 ) -> ContainerSide:
-    return ContainerSide(root, record.options.volumes, engine.config.volume_allowlist, write=write)
+    roots = bind_roots(engine.config, record.options)
+    return ContainerSide(root, record.options.volumes, roots, write=write)
 
 
 def cp(

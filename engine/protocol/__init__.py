@@ -21,6 +21,12 @@ def engine_channel(node: str) -> str:
     return f"engine.{node}"
 
 
+# Who asks, as the web tells the engine in each request ("role", "name"): an admin acts on the
+# host as it is; an instructor or a learner has host paths of their own (a sandbox, by name).
+ADMIN, INSTRUCTOR, LEARNER = "admin", "instructor", "learner"
+ROLES = (ADMIN, INSTRUCTOR, LEARNER)
+USER_NAME_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
+
 # The largest config.json spec.put and spec.validate take (characters of text).
 SPEC_MAX_BYTES = 1024 * 1024
 

@@ -1,7 +1,7 @@
 """Engine requests: the verb table and the dispatcher, independent of any transport.
 
 Request  {"type": "engine.request", "id": str, "op": str, "args": {...}, "reply_to": str,
-          "user": str | None}
+          "user": str | None, "role": "admin"|"instructor"|"learner"|None, "name": str | None}
 Reply    {"type": "engine.reply", "id": ..., "ok": true, "result": ...}
          {"type": "engine.reply", "id": ..., "ok": false, "error": {"code", "message", ...}}
 
@@ -20,7 +20,7 @@ from engine.api.base import Context, handler
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError
 from engine.events import Publisher
-from engine.protocol import CHANNEL_RE, ID_RE, REPLY_TYPE, REQUEST_TYPE
+from engine.protocol import CHANNEL_RE, ID_RE, REPLY_TYPE, REQUEST_TYPE, ROLES, USER_NAME_RE
 
 log = logging.getLogger("gantry.engine.rpc")
 
@@ -50,6 +50,8 @@ class Request:
     args: Any
     reply_to: str
     user: str | None
+    role: str | None = None  # None: the engine's own (the CLI, as root): an admin
+    name: str | None = None  # the user's name: a learner's sandbox is named by it
 
 
 def parse_request(message: Any) -> Request:
@@ -68,9 +70,13 @@ def parse_request(message: Any) -> Request:
         raise InvalidInputError("op: must be a string")
     if user is not None and (not isinstance(user, str | int) or isinstance(user, bool)):
         raise InvalidInputError("user: must be a string or null")
-    return Request(
-        req_id, op_name, message.get("args"), reply_to, None if user is None else str(user)[:150]
-    )
+    role, name = message.get("role"), message.get("name")
+    if role is not None and role not in ROLES:
+        raise InvalidInputError(f"role: one of {', '.join(ROLES)} or null")
+    if name is not None and (not isinstance(name, str) or not USER_NAME_RE.match(name)):
+        raise InvalidInputError("name: a user name (a-z, 0-9, '_', '-') or null")
+    user_id = None if user is None else str(user)[:150]
+    return Request(req_id, op_name, message.get("args"), reply_to, user_id, role, name)
 
 
 def call(ctx: Context, op_name: str, raw_args: Any) -> Any:
@@ -82,7 +88,9 @@ def call(ctx: Context, op_name: str, raw_args: Any) -> Any:
 
 def dispatch(engine: Engine, request: Request, publisher: Publisher) -> dict[str, Any]:
     """Run a parsed request and build its reply; never raises."""
-    ctx = Context(engine, request.id, request.user, request.reply_to, publisher)
+    ctx = Context(
+        engine, request.id, request.user, request.reply_to, publisher, request.role, request.name
+    )
     started = time.monotonic()
     try:
         result = call(ctx, request.op, request.args)

@@ -71,6 +71,7 @@ from engine.storage.records import (
     RUNNING,
     ContainerRecord,
 )
+from engine.storage.sandbox import bind_roots
 
 log = logging.getLogger("gantry.engine.lifecycle")
 
@@ -296,7 +297,7 @@ class Lifecycle:
             stdin=record.options.interactive,
             log_size_max=self.engine.config.log_size_max,
         )
-        allowlist = self.engine.config.volume_allowlist
+        allowlist = bind_roots(self.engine.config, record.options)
         staging = Path(self.engine.config.root) / "binds" / record.id
         with (
             binds.pinned(checked, allowlist, staging) as runtime_spec,

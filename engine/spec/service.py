@@ -25,6 +25,7 @@ import os
 import shutil
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from engine.spec.schema import MAX_BYTES, SpecIssue, SpecParseError, parse, vali
 from engine.spec.users import MAX_DB_BYTES
 from engine.storage.containers import CONFIGURED, CREATED, ContainerRecord, Containers
 from engine.storage.containers import publish_container_event as _publish
+from engine.storage.sandbox import bind_roots
 
 GENERATED = "config.generated.json"
 MAX_FIELD_DIFFS = 300
@@ -162,7 +164,11 @@ class SpecService:
                 self._schema_ok[digest] = None
                 while len(self._schema_ok) > self.SCHEMA_OK_KEEP:
                     self._schema_ok.popitem(last=False)
-        return spec, check_policy(spec, self.policy, self.expected(record))
+        policy = self.policy
+        if record.options.sandbox:  # a learner's container binds only from their sandbox
+            roots = bind_roots(self.engine.config, record.options)
+            policy = replace(policy, volume_allowlist=roots)
+        return spec, check_policy(spec, policy, self.expected(record))
 
     def _read(self, path: Path) -> bytes:
         """A config file, at most MAX_BYTES + 1 bytes (so an oversized one is reported)."""

@@ -74,6 +74,7 @@ from engine.storage.records import (
 from engine.storage.records import CONFIGURED as CONFIGURED
 from engine.storage.records import CREATED as CREATED
 from engine.storage.records import ContainerRecord as ContainerRecord
+from engine.storage.sandbox import sandboxed
 from engine.storage.volumes import check_volumes
 
 _HEX_PREFIX_RE = re.compile(r"^[0-9a-f]{3,63}$")
@@ -231,7 +232,10 @@ class Containers:
         collect them. gc() holds the store's "gc" lock exclusively, so create holds it shared
         (``Store.pulling``) for that stretch: gc waits (or skips), then finds the record."""
         check_options(options)
-        options.volumes = check_volumes(self.engine.config, options.volumes)
+        config = self.engine.config
+        if options.sandbox:  # a learner's: its sources lie in their sandbox only
+            config = sandboxed(config, options.sandbox)
+        options.volumes = check_volumes(config, options.volumes)
         with self.store.pulling():
             record = self._create_from(options, image_ref, name)
         publish_container_event(publisher, record, "create")

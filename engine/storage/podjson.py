@@ -141,6 +141,8 @@ def inspect_json(
                 "RW": not v.read_only,
                 "Options": ["rbind"],
                 "Propagation": "rprivate",
+                # Gantry's: the source as a learner typed it, mapped into their sandbox
+                **({"Requested": v.requested} if v.requested else {}),
             }
             for v in o.volumes
         ],

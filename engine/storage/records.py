@@ -61,6 +61,9 @@ class CreateOptions:
     volumes: list[Volume] = field(default_factory=list)
     hostname: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    # Whose sandbox holds this container's host paths (engine.storage.sandbox); "" for an
+    # admin's container, whose bind sources lie in the volume allowlist.
+    sandbox: str = ""
     # Keys this version does not know (written by a newer one): kept and written back.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -78,6 +81,8 @@ class CreateOptions:
             hostname=self.hostname,
             labels=dict(self.labels),
         )
+        if self.sandbox:
+            out["sandbox"] = self.sandbox
         return out
 
     @classmethod

@@ -34,13 +34,17 @@ class Volume:
     source: str
     destination: str
     read_only: bool = False
+    requested: str = ""  # the source as a learner typed it, when it was mapped to a sandbox
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "source": self.source,
             "destination": self.destination,
             "read_only": self.read_only,
         }
+        if self.requested:
+            out["requested"] = self.requested
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Volume:
@@ -48,6 +52,7 @@ class Volume:
             source=str(data.get("source", "")),
             destination=str(data.get("destination", "")),
             read_only=bool(data.get("read_only", False)),
+            requested=str(data.get("requested", "")),
         )
 
     def spec(self) -> str:
@@ -158,6 +163,7 @@ def check_volume(config: EngineConfig, volume: Volume) -> Volume:
         source=check_source(config, volume.source),
         destination=check_destination(volume.destination),
         read_only=volume.read_only,
+        requested=volume.requested,
     )
 
 

@@ -47,6 +47,7 @@ class Stack:
                 "GANTRY_NODE": f"stack-{self.port}",
                 "GANTRY_ENGINE_RESTART_DELAY": str(restart_delay),
                 "GANTRY_DEMO": "0",
+                "GANTRY_SANDBOX_ROOT": str(self.tmp / "sandbox"),  # never the host's
             }
             | (extra_env or {})
         )

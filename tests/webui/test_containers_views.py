@@ -59,10 +59,7 @@ async def test_the_table_lists_the_users_containers_like_ps(
     assert alices.id[:12] in admin and "alice" in admin
 
 
-async def test_create_makes_a_container_the_user_owns(
-    alice: Any, stack: Engine, tmp_path: Any
-) -> None:
-    (tmp_path / "volumes").mkdir()
+async def test_create_makes_a_container_the_user_owns(alice: Any, stack: Engine) -> None:
     client = await client_for(alice)
     form = (await client.get("/containers/new")).content.decode()
     for field in ("image", "name", "command", "entrypoint", "env", "workdir", "user", "tty",
@@ -75,7 +72,7 @@ async def test_create_makes_a_container_the_user_owns(
             "name": "lab",
             "command": "top -b",
             "env": "A=1\nB=2",
-            "volumes": f"{tmp_path}/volumes:/mnt",
+            "volumes": "/mnt:/mnt",
             "tty": "1",
         },  # fmt: skip
         headers=HTMX,
@@ -85,6 +82,12 @@ async def test_create_makes_a_container_the_user_owns(
     assert r["HX-Redirect"] == f"/containers/{record.id}/"
     assert record.options.command == ["top", "-b"] and record.options.tty
     assert "A=1" in record.options.env and record.options.volumes[0].destination == "/mnt"
+    # alice is a learner: her /mnt is her own sandbox's, and the page says both
+    volume = record.options.volumes[0]
+    assert volume.source == str(stack.config.sandbox_root / "alice" / "mnt")
+    assert volume.requested == "/mnt" and record.options.sandbox == "alice"
+    detail = (await client.get(f"/containers/{record.id}/")).content.decode()
+    assert f"(your sandbox: {volume.source})" in detail and "-v /mnt:/mnt" in detail
     own = await Ownership.objects.aget(container_id=record.id)
     assert own.owner_id == alice.pk and own.name == "lab" and own.node == stack.config.node
     event = await AuditEvent.objects.filter(action="container.create").afirst()
@@ -97,10 +100,10 @@ async def test_create_makes_a_container_the_user_owns(
 async def test_create_shows_the_engines_error_next_to_the_form(alice: Any, stack: Engine) -> None:
     client = await client_for(alice)
     r = await client.post(
-        "/containers/new", {"image": "busybox", "volumes": "/etc:/etc"}, headers=HTMX
+        "/containers/new", {"image": "busybox", "volumes": "/mnt/../etc:/etc"}, headers=HTMX
     )
     html = r.content.decode()
-    assert r.status_code == 200 and "not under an allowed directory" in html
+    assert r.status_code == 200 and "&#x27;..&#x27; is not a plain name" in html
     assert 'aria-invalid="true"' in html and 'value="busybox"' in html
     r = await client.post("/containers/new", {"image": "no-such-image"})
     assert r.status_code == 400 and "no-such-image" in r.content.decode()

@@ -224,11 +224,11 @@ async def test_the_lab_through_the_web(web: tuple[Engine, AsyncClient], tmp_path
     engine, client = web
     before = Census.take(engine)
     await sync_to_async(on_off_image)(engine)
-    mnt = tmp_path / "volumes" / "mnt"
-    mnt.mkdir(parents=True)
+    # alice is a learner: her /mnt is her sandbox's (engine/storage/sandbox.py)
+    mnt = Path(engine.config.sandbox_root) / "alice" / "mnt"
     r = await client.post(
         "/containers/new",
-        {"image": "localhost/gantry/on-off:latest", "name": "lab", "volumes": f"{mnt}:/mnt"},
+        {"image": "localhost/gantry/on-off:latest", "name": "lab", "volumes": "/mnt:/mnt"},
     )
     assert r.status_code in (200, 302), r.content.decode()[:500]
     own = await Ownership.objects.aget(name="lab")

@@ -216,7 +216,8 @@ async def container_detail(request: HttpRequest, container_id: str) -> HttpRespo
         image=info.get("ImageName", ""),
         command=config.get("Cmd") or [],
         volumes=[
-            f"{m['Source']}:{m['Destination']}{'' if m.get('RW', True) else ':ro'}"
+            f"{m.get('Requested') or m['Source']}:{m['Destination']}"
+            f"{'' if m.get('RW', True) else ':ro'}"
             for m in info.get("Mounts") or []
         ],
         workdir=config.get("WorkingDir", ""),
