@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.storage.records import EXITED, PAUSED, RUNNING, ContainerPaths, ContainerRecord
+from engine.storage.volumes import Volume
 
 
 # -- status text (podman ps) ------------------------------------------------------------------
@@ -133,19 +134,7 @@ def inspect_json(
             "OpenStdin": o.interactive,
             "Labels": dict(o.labels) or None,
         },
-        "Mounts": [
-            {
-                "Type": "bind",
-                "Source": v.source,
-                "Destination": v.destination,
-                "RW": not v.read_only,
-                "Options": ["rbind"],
-                "Propagation": "rprivate",
-                # Gantry's: the source as a learner typed it, mapped into their sandbox
-                **({"Requested": v.requested} if v.requested else {}),
-            }
-            for v in o.volumes
-        ],
+        "Mounts": [_mount_json(v) for v in o.volumes],
         "GraphDriver": {
             "Name": "overlay",
             "Data": {
@@ -156,3 +145,18 @@ def inspect_json(
             },
         },
     }
+
+
+def _mount_json(v: Volume) -> dict[str, Any]:
+    """One bind mount as podman inspect shows it."""
+    out: dict[str, Any] = {
+        "Type": "bind",
+        "Source": v.source,
+        "Destination": v.destination,
+        "RW": not v.read_only,
+        "Options": ["rbind"],
+        "Propagation": "rprivate",
+    }
+    if v.requested:  # Gantry's: the source as a learner typed it, mapped into their sandbox
+        out["Requested"] = v.requested
+    return out
