@@ -82,10 +82,20 @@ def create(ctx: Context, args: verbs.Create) -> Json:
         sandbox=sandbox,
         hostname=args.hostname,
     )
-    record = ctx.engine.get(Containers).create(
-        options, args.image, args.name, publisher=ctx.publisher
-    )
+    name = user_container_name(sandbox, args.name)
+    record = ctx.engine.get(Containers).create(options, args.image, name, publisher=ctx.publisher)
     return ps_json(record)
+
+
+def user_container_name(sandbox: str, name: str) -> str:
+    """Names are per user: thirty learners may each call theirs on-off. Engine-wide, a
+    learner's container is named <user>.<name> (ann.on-off), which the CLI shows."""
+    if not sandbox or not name:
+        return name
+    full = f"{sandbox}.{name}"
+    if not NAME_RE.match(full):
+        raise InvalidInputError(f"name {name[:80]!r}: at most {127 - len(sandbox)} characters")
+    return full
 
 
 @op(verbs.CONTAINER_LIST)

@@ -23,14 +23,45 @@ from engine.api.base import Context, op
 from engine.errors import PolicyError
 from engine.images.service import Images, list_entry
 from engine.images.store import Store
-from engine.protocol import EVENTS_GROUP, verbs
+from engine.protocol import EVENTS_GROUP, INSTRUCTOR, LEARNER, verbs
 from engine.protocol.verbs import Json
 from engine.registry import refs
 from engine.registry.credentials import Credentials
 
+DEFAULT_LEARNER_REGISTRIES = ("docker.io", "quay.io", "ghcr.io")
+
+
+def learner_registries(ctx: Context) -> tuple[str, ...]:
+    """Where an instructor or a learner may pull from: engine.json
+    ``policy.registries.learners`` (default: docker.io, quay.io, ghcr.io), and the registries
+    the admin marked insecure (the lab's own, on this host)."""
+    policy = ctx.engine.config.policy.get("registries", {}) if ctx.engine.config.policy else {}
+    listed = policy.get("learners", DEFAULT_LEARNER_REGISTRIES) if isinstance(policy, dict) else ()
+    if not isinstance(listed, list | tuple) or not all(isinstance(r, str) for r in listed):
+        raise PolicyError("engine config: policy.registries.learners: a list of registries")
+    domains = [*listed, *ctx.engine.config.insecure_registries]
+    return tuple(refs.normalize_domain(d) for d in domains)
+
+
+def check_registry_for(ctx: Context, ref: str) -> None:
+    """Only admins pull from anywhere: the root engine must not probe local services or
+    arbitrary hosts for a learner."""
+    if ctx.role not in (INSTRUCTOR, LEARNER):
+        return
+    domain = refs.parse(ref).domain
+    allowed = learner_registries(ctx)
+    if domain not in allowed:
+        raise PolicyError(
+            f"pull {ref[:200]}: learners may pull from {', '.join(allowed)} only "
+            f"(not {domain}); an admin can pull it for the class",
+            rule="registries",
+            field="ref",
+        )
+
 
 @op(verbs.IMAGE_PULL)
 def pull(ctx: Context, args: verbs.Pull) -> Json:
+    check_registry_for(ctx, args.ref)
     job = ctx.engine.get(Images).start_pull(
         args.ref,
         platform=args.platform or None,

@@ -13,7 +13,7 @@ import pytest
 
 from engine.api.base import Context, invoke
 from engine.core import Engine
-from engine.errors import PolicyError
+from engine.errors import InvalidInputError, InvalidStateError, PolicyError
 from engine.protocol import ADMIN, LEARNER, verbs
 from engine.runtime.lifecycle import Lifecycle
 from engine.spec.service import SpecService
@@ -147,3 +147,42 @@ def test_the_sandbox_root_comes_from_the_file_or_the_environment(
     cfg.write_text('{"sandbox_root": "relative"}')
     with pytest.raises(InvalidInputError, match="sandbox_root: an absolute path"):
         load_config(tmp_path / "r", cfg)
+
+
+def test_names_are_per_user(engine: Engine) -> None:
+    """Thirty learners may each call theirs on-off: engine-wide it is <user>.on-off."""
+    busybox_image(engine)
+    ann = create(as_user(engine, "ann"), "on-off")
+    bob = create(as_user(engine, "bob"), "on-off")
+    admins = create(as_user(engine, "root", ADMIN), "on-off")
+    assert (ann.name, bob.name, admins.name) == ("ann.on-off", "bob.on-off", "on-off")
+    with pytest.raises(InvalidStateError, match="already in use"):
+        create(as_user(engine, "ann"), "on-off")
+    with pytest.raises(InvalidInputError, match="at most 124 characters"):
+        create(as_user(engine, "ann"), "x" * 125)
+
+
+def test_learners_pull_only_from_the_allowed_registries(engine: Engine) -> None:
+    from dataclasses import replace
+
+    from engine.api.images import check_registry_for
+
+    learner, admin = as_user(engine, "ann"), as_user(engine, "root", ADMIN)
+    check_registry_for(learner, "busybox")  # docker.io
+    check_registry_for(learner, "quay.io/fatherlinux/on-off")
+    for ref in ("127.0.0.1:5000/x:1", "10.0.0.7/x", "registry.internal/x"):
+        with pytest.raises(PolicyError, match="learners may pull from docker.io, quay.io"):
+            check_registry_for(learner, ref)
+        check_registry_for(admin, ref)  # admins: anywhere (the host policy still applies)
+    engine.config = replace(
+        engine.config,
+        insecure_registries=("127.0.0.1:5000",),
+        policy={"registries": {"learners": ["registry.internal"]}},
+    )
+    check_registry_for(learner, "127.0.0.1:5000/x:1")  # the lab's own registry
+    check_registry_for(learner, "registry.internal/x")
+    with pytest.raises(PolicyError, match="not docker.io"):
+        check_registry_for(learner, "busybox")
+    engine.config = replace(engine.config, policy={"registries": {"learners": "docker.io"}})
+    with pytest.raises(PolicyError, match="a list of registries"):
+        check_registry_for(learner, "busybox")

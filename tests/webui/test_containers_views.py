@@ -78,7 +78,7 @@ async def test_create_makes_a_container_the_user_owns(alice: Any, stack: Engine)
         headers=HTMX,
     )
     assert r.status_code == 200, r.content
-    record = stack.get(Containers).get("lab")
+    record = stack.get(Containers).get("alice.lab")  # a learner's names are hers alone
     assert r["HX-Redirect"] == f"/containers/{record.id}/"
     assert record.options.command == ["top", "-b"] and record.options.tty
     assert "A=1" in record.options.env and record.options.volumes[0].destination == "/mnt"
@@ -89,7 +89,7 @@ async def test_create_makes_a_container_the_user_owns(alice: Any, stack: Engine)
     detail = (await client.get(f"/containers/{record.id}/")).content.decode()
     assert f"(your sandbox: {volume.source})" in detail and "-v /mnt:/mnt" in detail
     own = await Ownership.objects.aget(container_id=record.id)
-    assert own.owner_id == alice.pk and own.name == "lab" and own.node == stack.config.node
+    assert own.owner_id == alice.pk and own.name == "alice.lab" and own.node == stack.config.node
     event = await AuditEvent.objects.filter(action="container.create").afirst()
     assert event is not None and event.ok and event.target == record.id
     assert "podman create --name lab -v" in event.detail["podman"]

@@ -89,10 +89,11 @@ async def test_bad_references_are_one_clear_sentence(
 
 
 async def test_pull_progress_list_detail_and_remove(
-    engine_worker: Engine, alice: Any, registry: Registry, pushed_images: PushedImages
+    engine_worker: Engine, admin_user_: Any, registry: Registry, pushed_images: PushedImages
 ) -> None:
-    client = await logged_in(alice)
-    comm = communicator(await session_for(alice))
+    """An admin pulls from a registry on this host (a learner may not: see below)."""
+    client = await logged_in(admin_user_)
+    comm = communicator(await session_for(admin_user_))
     connected, _ = await comm.connect()
     assert connected
     ref = registry.ref(PushedImages.WHITEOUTS)
@@ -244,11 +245,11 @@ async def test_admins_keep_credentials(
 
 
 async def test_a_pull_that_fails_later_says_so_on_its_card(
-    engine_worker: Engine, alice: Any
+    engine_worker: Engine, admin_user_: Any
 ) -> None:
     """The pull starts (200, a running card), then the registry does not answer: the card,
     read again as a reload or a resync would, shows the failure and why."""
-    client = await logged_in(alice)
+    client = await logged_in(admin_user_)
     ref = f"127.0.0.1:{free_port()}/nobody/home:1"  # nothing listens there
     r = await client.post("/images/pull", {"ref": ref, "skip_tls": "on"}, headers=HX)
     assert r.status_code == 200, r.content
@@ -261,3 +262,13 @@ async def test_a_pull_that_fails_later_says_so_on_its_card(
     assert 'data-state="error"' in card[:200]
     alert = re.search(r'data-role="error" role="alert"\s*>(.*?)</p>', card, re.S)
     assert alert and "127.0.0.1" in alert.group(1), card[:800]
+
+
+async def test_a_learner_pulls_only_from_the_allowed_registries(
+    engine_worker: Engine, alice: Any
+) -> None:
+    """The root engine does not probe this host's services for a learner."""
+    client = await logged_in(alice)
+    r = await client.post("/images/pull", {"ref": "127.0.0.1:5000/x:1"}, headers=HX)
+    assert r.status_code == 403
+    assert "learners may pull from docker.io, quay.io, ghcr.io only" in r.content.decode()

@@ -231,7 +231,7 @@ async def test_the_lab_through_the_web(web: tuple[Engine, AsyncClient], tmp_path
         {"image": "localhost/gantry/on-off:latest", "name": "lab", "volumes": "/mnt:/mnt"},
     )
     assert r.status_code in (200, 302), r.content.decode()[:500]
-    own = await Ownership.objects.aget(name="lab")
+    own = await Ownership.objects.aget(name="alice.lab")
     cid = own.container_id
     r = await client.post(f"/containers/{cid}/mount", headers={"HX-Request": "true"})
     assert r.status_code < 400, r.content

@@ -74,6 +74,8 @@ async def test_a_name_in_use_is_told_on_the_form(
     stack: Engine, alices: ContainerRecord, alice: Any
 ) -> None:
     client = await client_for(alice)
-    form = {"image": "localhost/busybox", "name": alices.name}
+    form = {"image": "localhost/busybox", "name": "twice"}
+    first = await client.post("/containers/new", form, headers=HTMX)
+    assert first.status_code == 200 and first["HX-Redirect"].startswith("/containers/")
     response = await client.post("/containers/new", form, headers=HTMX)
     assert "already in use" in response.content.decode()
