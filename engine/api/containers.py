@@ -28,7 +28,7 @@ from engine.images.store import Store
 from engine.protocol import CONTAINER_ID_RE, INSTRUCTOR, LEARNER, NAME_RE, verbs
 from engine.protocol.verbs import Json
 from engine.runtime.lifecycle import Lifecycle
-from engine.storage import diff, mounts, rootfs
+from engine.storage import diff, mounts, quotas, rootfs
 from engine.storage.containers import Containers, publish_container_event
 from engine.storage.podjson import ps_json
 from engine.storage.records import ContainerRecord, CreateOptions
@@ -83,7 +83,13 @@ def create(ctx: Context, args: verbs.Create) -> Json:
         hostname=args.hostname,
     )
     name = user_container_name(sandbox, args.name)
-    record = ctx.engine.get(Containers).create(options, args.image, name, publisher=ctx.publisher)
+    containers = ctx.engine.get(Containers)
+    if sandbox:  # an instructor's or a learner's: within their quota, with its limits
+        have = len(quotas.mine(containers.list(), sandbox))
+        quota = quotas.check_create(ctx.engine.config, ctx.role, have)
+        if quota is not None and ctx.role:
+            quotas.apply_limits(options, ctx.role, quota)
+    record = containers.create(options, args.image, name, publisher=ctx.publisher)
     return ps_json(record)
 
 

@@ -60,7 +60,7 @@ from engine.runtime.execs import (
 )
 from engine.runtime.exits import ExitWatcher, wait_for_file
 from engine.runtime.runc import Runc, parse_signal
-from engine.storage import binds
+from engine.storage import binds, quotas
 from engine.storage.containers import Containers, publish_container_event
 from engine.storage.records import (
     ACTIVE_STATES,
@@ -256,6 +256,7 @@ class Lifecycle:
             if record.state == RUNNING:
                 return record
             self._guard(record, "start", STARTABLE)
+            quotas.check_start(self.engine.config, record, self.containers.list())
             try:
                 self._start_locked(record)
             except EngineError as err:

@@ -47,6 +47,9 @@ class SpecPolicy:
     max_pids: int = 32768
     allow_new_privileges: bool = False
     volume_allowlist: tuple[Path, ...] = ()
+    # A learner's container (engine.storage.quotas): memory and CPU must be limited, up to these.
+    max_memory: int | None = None
+    max_cpus: float | None = None
 
     @property
     def capabilities(self) -> frozenset[str]:

@@ -436,10 +436,29 @@ class _Checker:
                 "linux.resources.pids.limit",
                 f"must be between 1 and {self.policy.max_pids}",
             )
+        self.quota_limits(linux)
         if linux.get("intelRdt"):
             self.refuse("resources", "linux.intelRdt", "Intel RDT settings are not allowed")
         if linux.get("timeOffsets"):
             self.refuse("namespaces", "linux.timeOffsets", "time namespaces are not allowed")
+
+    def quota_limits(self, linux: Mapping[str, Any]) -> None:
+        """A learner's container keeps a memory and a CPU limit within their quota."""
+        top = self.policy.max_memory
+        memory = _get(linux, "resources", "memory", "limit")
+        if top is not None and (not isinstance(memory, int) or not 0 < memory <= top):
+            self.refuse(
+                "quota", "linux.resources.memory.limit", f"must be set, at most {top} bytes"
+            )
+        most = self.policy.max_cpus
+        cpu = _get(linux, "resources", "cpu") or {}
+        quota, period = (
+            (cpu.get("quota"), cpu.get("period")) if isinstance(cpu, Mapping) else (0, 0)
+        )
+        if most is not None and not (
+            isinstance(quota, int) and isinstance(period, int) and 0 < quota <= most * period
+        ):
+            self.refuse("quota", "linux.resources.cpu.quota", f"must be set, at most {most:g} CPUs")
 
     def annotations(self) -> None:
         notes = self.spec.get("annotations")

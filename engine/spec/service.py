@@ -47,6 +47,7 @@ from engine.spec.policy import Expected, SpecPolicy
 from engine.spec.rules import check_policy
 from engine.spec.schema import MAX_BYTES, SpecIssue, SpecParseError, parse, validate_schema
 from engine.spec.users import MAX_DB_BYTES
+from engine.storage import quotas
 from engine.storage.containers import CONFIGURED, CREATED, ContainerRecord, Containers
 from engine.storage.containers import publish_container_event as _publish
 from engine.storage.sandbox import bind_roots
@@ -168,6 +169,14 @@ class SpecService:
         if record.options.sandbox:  # a learner's container binds only from their sandbox
             roots = bind_roots(self.engine.config, record.options)
             policy = replace(policy, volume_allowlist=roots)
+        quota = quotas.of_container(self.engine.config, record.options)
+        if quota is not None:  # and keeps its limits within its owner's quota
+            policy = replace(
+                policy,
+                max_pids=min(policy.max_pids, quota.max_pids),
+                max_memory=quota.max_memory,
+                max_cpus=quota.max_cpus,
+            )
         return spec, check_policy(spec, policy, self.expected(record))
 
     def _read(self, path: Path) -> bytes:
