@@ -25,6 +25,7 @@ from engine.core import Engine
 from engine.errors import InvalidInputError, NotFoundError
 from engine.hostfs import securepath
 from engine.images.store import Store
+from engine.lab import checks as lab
 from engine.protocol import CONTAINER_ID_RE, INSTRUCTOR, LEARNER, NAME_RE, verbs
 from engine.protocol.verbs import Json
 from engine.runtime.lifecycle import Lifecycle
@@ -183,6 +184,7 @@ def diff_(ctx: Context, args: verbs.Id) -> list[verbs.Change]:
 @op(verbs.CONTAINER_REMOVE)
 def remove(ctx: Context, args: verbs.Force) -> verbs.Removed:
     record = record_of(ctx, args.id)
+    lab.remember(ctx.engine, record)  # what it did of the lab outlives it
     removed = with_runtime(ctx).remove(record.id, force=args.force, publisher=ctx.publisher)
     return {"id": removed.id, "name": removed.name}
 

@@ -14,6 +14,8 @@ the real ids and paths filled in.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import shlex
 from dataclasses import dataclass
@@ -22,12 +24,15 @@ from typing import Any
 
 from engine.core import Engine
 from engine.errors import EngineError, NotFoundError
+from engine.hostfs import atomic
 from engine.images.store import ImageRecord, Store
-from engine.protocol import LAB_CHECKS
+from engine.protocol import CONTAINER_ID_RE, LAB_CHECKS
+from engine.runtime import history
 from engine.storage import mounts
 from engine.storage.containers import Containers
 from engine.storage.records import RUNNING, ContainerPaths, ContainerRecord
 
+log = logging.getLogger("gantry.engine.lab")
 _WORD_TEST = re.compile(r"(?:^|[\s/])test(?:\s|$)", re.M)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -90,18 +95,58 @@ def check(engine: Engine, image_ref: str, container_id: str = "") -> dict[str, A
         result["created"] = True  # it exists: it was created (whatever it did since)
         result["test_file"] = (paths.upper / "test").is_file()
         result["config"] = paths.config.is_file()
-        result["first_exit"] = record.state == "exited" and record.exit_code == 0
+        # what happened, not only what is: a start that exited 0 (no /mnt/on then) stays
+        # done whatever came after (top, a kill)
+        codes = history.exit_codes(record)
+        result["first_exit"] = 0 in codes or (record.state == "exited" and record.exit_code == 0)
         source = _volume_source(record, "/mnt")
         facts["mnt_source"] = str(source) if source else ""
         result["mnt_on"] = source is not None and (source / "on").exists()
         if record.state == RUNNING and record.pid:
             facts["process"] = _process_name(record.pid)
-            result["top_running"] = facts["process"] == "top"
+        result["top_running"] = facts.get("process") == "top" or (
+            "top" in history.processes_seen(record)
+        )
         result["exec_saw_test"] = _exec_saw(engine, record, _WORD_TEST)
     elif container_id:
+        result |= remembered(engine, container_id)  # what it had done before it went
         still_mounted = any(container_id in m.mount_point for m in mounts.mountinfo())
         result["gone"] = not still_mounted
     return {"checks": result, "facts": facts}
+
+
+def _memory_file(engine: Engine, container_id: str) -> Path | None:
+    if not CONTAINER_ID_RE.match(container_id):
+        return None
+    return Path(engine.config.root) / "lab" / f"{container_id}.json"
+
+
+def remember(engine: Engine, record: ContainerRecord) -> None:
+    """Before a container is removed: keep what it had done of the lab, so the lab reads
+    it afterwards, whoever removed it and whether a page was open then. Never fails."""
+    path = _memory_file(engine, record.id)
+    if path is None:
+        return
+    try:
+        checks = check(engine, record.image_name, record.id)["checks"]
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        atomic.write_json(path, {k: v for k, v in checks.items() if v is True})
+    except (EngineError, OSError) as err:
+        log.warning("lab: what %s did is not kept: %s", record.name, err)
+
+
+def remembered(engine: Engine, container_id: str) -> dict[str, bool]:
+    path = _memory_file(engine, container_id)
+    try:
+        data = json.loads(path.read_text()) if path else {}
+    except (OSError, ValueError):
+        return {}
+    known = {c for c, _ in LAB_CHECKS}
+    return (
+        {k: True for k, v in data.items() if k in known and v is True}
+        if isinstance(data, dict)
+        else {}
+    )
 
 
 # -- one container as the lab's steps ---------------------------------------------------------

@@ -39,6 +39,7 @@ from engine.errors import (
 from engine.events import Publisher
 from engine.hostfs.locks import LockTimeoutError
 from engine.protocol import CONTAINER_ID_RE
+from engine.runtime import history
 from engine.runtime.conmon import (
     BUNDLE_LEFTOVERS,
     Conmon,
@@ -151,6 +152,8 @@ class Lifecycle:
         if self.conmon_alive(record):
             # conmon watches the process and will write the exit file: trust the record
             # (no `runc state` subprocess on every call; reconcile() asks runc).
+            if history.note_process(record):  # what it runs, for the lab's checks
+                self.containers.save(record)
             return record
         # conmon is gone and wrote no exit file (killed, or died with the host): ask runc.
         state = self._runc_status(record)
@@ -184,6 +187,8 @@ class Lifecycle:
         paths = self.containers.paths(record.id)
         # conmon wrote the exit file: it exits by itself in a moment (no need to wait).
         self._release_runtime(record, conmon_grace=0 if code is not None else 2.0)
+        if record.state != EXITED:  # once per exit (this is idempotent)
+            history.note_exit(record, UNKNOWN_EXIT if code is None else code)
         record.state = EXITED
         record.exit_code = UNKNOWN_EXIT if code is None else code
         record.finished_at = finished
@@ -338,6 +343,8 @@ class Lifecycle:
 
     def _signal(self, record: ContainerRecord, signo: int) -> None:
         """runc kill; a frozen container gets the signal once thawed (so KILL resumes it)."""
+        if history.note_process(record):  # what ran until now, for the lab's checks
+            self.containers.save(record)
         try:
             self.runc.kill(record.id, signo)
         except RuntimeFailedError as err:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.api.base import Context, invoke
 from engine.core import Engine
 from engine.lab import checks as lab
+from engine.protocol import verbs
 from engine.runtime.lifecycle import Lifecycle
 from engine.storage.containers import Containers
 from engine.storage.volumes import Volume
@@ -93,3 +95,28 @@ def test_steps_name_the_real_paths_and_ids(live: Engine, tmp_path: Path) -> None
     assert mount_cmd.startswith("mount -t overlay") and f"upperdir={paths.upper}" in mount_cmd
     assert any(record.id in c and "runc" in c for c in by_key["start"]["low"])
     assert by_key["create"]["podman"][0].startswith("podman create --name steps")
+
+
+def test_what_happened_stays_done_whoever_did_it(live: Engine, tmp_path: Path) -> None:
+    """The engine keeps what a container did: a start that exited 0, then top killed — with
+    no page open and nobody asking in between (as the CLI would) — still reads as both done."""
+    on_off_image(live)
+    mnt = tmp_path / "volumes" / "mnt"
+    mnt.mkdir(parents=True)
+    record = create(live, [], image=IMAGE, volumes=[Volume(str(mnt), "/mnt")], name="kept")
+    lifecycle = live.get(Lifecycle)
+    lifecycle.start("kept")
+    wait_for(lambda: live.get(Containers).load(record.id).state == "exited", 20)
+    (mnt / "on").touch()
+    lifecycle.start("kept")
+    comm = Path(f"/proc/{live.get(Containers).load(record.id).pid}/comm")
+    wait_for(lambda: comm.read_text().strip() == "top")  # on-off execs top
+    lifecycle.kill("kept")
+    after = lifecycle.get_synced("kept")
+    assert after.state == "exited" and after.exit_code == 137
+    assert {"first_exit", "top_running", "mnt_on"} <= true_checks(live, record.id)
+    assert after.extra["exit_codes"] == [0, 137] and "top" in after.extra["processes_seen"]
+    # removed as the web or the CLI removes it (the verb): what it did outlives it
+    invoke(Context(live), verbs.CONTAINER_REMOVE, verbs.Force(id=record.id))
+    done = true_checks(live, record.id)
+    assert {"created", "config", "first_exit", "top_running", "mnt_on", "gone"} <= done

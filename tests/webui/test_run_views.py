@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -272,3 +273,34 @@ def test_a_get_never_changes_state(client: Client, alice: Any) -> None:
     client.force_login(alice)
     for action in ("start", "stop", "kill", "pause", "resume", "restart"):
         assert client.get(url("a" * 64, action)).status_code in (404, 405)
+
+
+async def test_lab_progress_is_kept_with_the_lab_page_closed(web: tuple[Engine, AsyncClient]):
+    """The learner starts the lab, then does every step on the container's tabs and never
+    looks at the Lab page until the container is gone: it then shows what was done."""
+    engine, client = web
+    image = "localhost/gantry/on-off:latest"
+    await sync_to_async(on_off_image)(engine)
+    await client.post("/lab/start", {"image": image})
+    form = {"image": image, "name": "lab", "volumes": "/mnt:/mnt"}
+    await client.post("/containers/new", form, headers={"HX-Request": "true"})
+    cid = (await Ownership.objects.aget(name="alice.lab")).container_id
+    await client.post(url(cid, "start"), headers={"HX-Request": "true"})
+    await until(lambda: _state_is(cid, "exited"))
+    await sync_to_async(_touch)(Path(engine.config.sandbox_root) / "alice" / "mnt" / "on")
+    await client.post(url(cid, "start"), headers={"HX-Request": "true"})
+    pid = (await state_of(cid))["pid"]
+    await until(lambda: sync_to_async(_comm)(pid))  # on-off has become top
+    await client.post(url(cid, "kill"), {"signal": "KILL"}, headers={"HX-Request": "true"})
+    await client.post(f"/containers/{cid}/remove", headers={"HX-Request": "true"})
+    html = (await client.get("/lab/checks")).content.decode()
+    done = set(re.findall(r'data-check="(\w+)" data-done="true"', html))
+    assert {"pulled", "created", "config", "first_exit", "mnt_on", "top_running", "gone"} <= done
+
+
+def _touch(path: Path) -> None:
+    path.touch()
+
+
+def _comm(pid: int) -> bool:
+    return Path(f"/proc/{pid}/comm").read_text().strip() == "top"

@@ -190,6 +190,9 @@ async def container_new(request: HtmxHttpRequest) -> HttpResponse:
                 node=row.get("Node") or engine_client.node_name(),
                 owner=cast(Any, user),
             )
+            from webui.views.lab import follow_new_container  # (lab.py imports this module)
+
+            await follow_new_container(user, row)
             await audit(
                 user,
                 "container.create",

@@ -97,6 +97,24 @@ async def lab_start(request: HttpRequest) -> HttpResponse:
     return redirect("ui-lab")
 
 
+async def follow_new_container(user: Any, row: dict[str, Any]) -> None:
+    """A container just made through the web: if it is the first from the image of the
+    user's lab run, the lab follows it from now on, whether the Lab page is open or not
+    (what it does is then read from the engine, which keeps it: engine.runtime.history)."""
+    run = await _run_for(user)
+    if run is None or run.container_id or row.get("Created", 0) + 1 < run.started_at.timestamp():
+        return
+    try:
+        image = await engine_client.request(
+            verbs.IMAGE_INSPECT, verbs.Image(image=run.image), user=user, timeout=5
+        )
+    except EngineError:
+        return
+    if str(image.get("Id", "")).removeprefix("sha256:") == row.get("ImageID"):
+        run.container_id, run.container_name = row["Id"], row["Names"][0]
+        await run.asave(update_fields=["container_id", "container_name"])
+
+
 async def _find_container(user: Any, run: LabRun, image_id: str) -> None:
     """The lab follows the newest container the user made from the lab image since the run
     started (owned by them, through the web)."""
