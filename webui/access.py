@@ -9,10 +9,17 @@ from channels.db import database_sync_to_async
 from webui.models import Ownership
 
 
+def sees_everyone(user: Any) -> bool:
+    """Admins and instructors see (and may help with) every user's containers."""
+    from webui.users import sees_everyone as everyone
+
+    return bool(getattr(user, "is_authenticated", False)) and everyone(user)
+
+
 def owns_container(user: Any, container_id: str) -> bool:
     if not getattr(user, "is_authenticated", False):
         return False
-    if user.is_superuser:
+    if sees_everyone(user):
         return True
     return Ownership.objects.filter(container_id=container_id, owner=user).exists()
 
@@ -35,7 +42,7 @@ def get_container_for_user(user: Any, container_id: str) -> Ownership:
         from webui.engine_client import node_name
 
         return Ownership(container_id=container_id, node=node_name())
-    if found is None or not (user.is_superuser or found.owner_id == user.pk):
+    if found is None or not (found.owner_id == user.pk or sees_everyone(user)):
         raise Http404("no such container")
     return found
 
@@ -48,7 +55,7 @@ def visible_containers(user: Any) -> list[Ownership]:
     if not getattr(user, "is_authenticated", False):
         return []
     rows = Ownership.objects.select_related("owner").order_by("-created_at")
-    if not user.is_superuser:
+    if not sees_everyone(user):
         rows = rows.filter(owner=user)
     return list(rows)
 

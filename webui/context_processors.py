@@ -8,4 +8,8 @@ import engine
 
 
 def gantry(request: HttpRequest) -> dict[str, Any]:
-    return {"gantry_version": engine.__version__}
+    role = getattr(request, "gantry_role", "")
+    return {
+        "gantry_version": engine.__version__,
+        "gantry_sees_everyone": role in ("admin", "instructor"),
+    }

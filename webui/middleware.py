@@ -51,3 +51,32 @@ def ContentSecurityPolicyMiddleware(get_response: Any) -> Any:  # noqa: N802 (Dj
 
 
 __all__ = ["ContentSecurityPolicyMiddleware", "Awaitable", "Callable"]
+
+
+def _role(user: Any) -> str:
+    from webui.users import role_of
+
+    return role_of(user) if getattr(user, "is_authenticated", False) else ""
+
+
+@sync_and_async_middleware
+def RoleMiddleware(get_response: Any) -> Any:  # noqa: N802 (Django's style)
+    """``request.gantry_role``: the user's role (webui.users), read once per request, for
+    the pages' navigation (templates cannot query the database from an async view)."""
+    if iscoroutinefunction(get_response):
+
+        async def middleware(request: HttpRequest) -> HttpResponse:
+            from asgiref.sync import sync_to_async
+
+            request.gantry_role = await sync_to_async(_role)(await request.auser())  # type: ignore[attr-defined]
+            response: HttpResponse = await get_response(request)
+            return response
+
+        return middleware
+
+    def sync_middleware(request: HttpRequest) -> HttpResponse:
+        request.gantry_role = _role(request.user)  # type: ignore[attr-defined]
+        response: HttpResponse = get_response(request)
+        return response
+
+    return sync_middleware

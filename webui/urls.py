@@ -6,6 +6,7 @@
 /containers/<id>/spec/ ...       spec.py       (config.json)
 /containers/<id>/run/ ...        run.py        (start/stop/kill/..., logs)
 /users/ ...                      users.py      (admins: add, roles, disable, passwords)
+/class/ ...                      classroom.py  (instructors: every learner's lab, reset)
 """
 
 from __future__ import annotations
@@ -30,4 +31,5 @@ urlpatterns = [
     path("", include("webui.views.terminal")),
     path("", include("webui.views.lab")),
     path("", include("webui.views.users")),
+    path("", include("webui.views.classroom")),
 ]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from engine.api.base import Context, op
+from engine.errors import PolicyError
+from engine.hostfs.rmtree import remove_tree
 from engine.lab import checks as lab
-from engine.protocol import verbs
+from engine.protocol import ADMIN, INSTRUCTOR, verbs
 from engine.protocol.verbs import Json
+from engine.storage.sandbox import sandbox_of
 
 
 @op(verbs.LAB_CHECK)
@@ -16,6 +19,18 @@ def check(ctx: Context, args: verbs.LabCheck) -> Json:
 @op(verbs.LAB_STEPS)
 def steps(ctx: Context, args: verbs.Id) -> Json:
     return lab.steps(ctx.engine, args.id)
+
+
+@op(verbs.LAB_CLEAR_SANDBOX)
+def clear_sandbox(ctx: Context, args: verbs.Sandbox) -> verbs.Cleared:
+    """Empty a learner's sandbox (the Class page's "reset lab"): instructors and admins."""
+    if ctx.role not in (None, ADMIN, INSTRUCTOR):
+        raise PolicyError("only an instructor or an admin may reset a learner's lab")
+    top = sandbox_of(ctx.engine.config, args.name)
+    existed = top.exists()
+    if existed:
+        remove_tree(top)
+    return {"path": str(top), "existed": existed}
 
 
 @op(verbs.LAB_VOLUME_TOUCH)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
 from engine.errors import InvalidInputError
-from engine.protocol import CHANNEL_RE, MAX_COLS, MAX_ROWS, SPEC_MAX_BYTES
+from engine.protocol import CHANNEL_RE, MAX_COLS, MAX_ROWS, SPEC_MAX_BYTES, USER_NAME_RE
 from engine.protocol.check import Convert, Items, Range, Text, Verb, check_str
 
 Json = dict[str, Any]
@@ -491,7 +491,18 @@ class Touched(TypedDict):
     path: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class Sandbox:
+    name: Annotated[str, Text(32, USER_NAME_RE)]
+
+
+class Cleared(TypedDict):
+    path: str
+    existed: bool
+
+
 LAB_CHECK: Verb[LabCheck, Json] = Verb("lab.check", LabCheck, "lab")
+LAB_CLEAR_SANDBOX: Verb[Sandbox, Cleared] = Verb("lab.clear_sandbox", Sandbox, "lab")
 LAB_STEPS: Verb[Id, Json] = Verb("lab.steps", Id, "lab")
 LAB_VOLUME_TOUCH: Verb[VolumeTouch, Touched] = Verb("lab.volume_touch", VolumeTouch, "lab")
 NODE_INFO: Verb[NoArgs, Json] = Verb("node.info", NoArgs, "node")

@@ -60,4 +60,13 @@ def test_an_admin_adds_and_manages_learners(stack: Stack, browser: Any, shots: A
     shots(page, "managed")
     learner.reload()
     expect(learner).to_have_url(re.compile(r"/login/"))
+    # the Class page lists the active learners (ann is disabled, bob an instructor now)
+    page.get_by_test_id("users").locator("tr", has_text="ann").get_by_role(
+        "button", name="Enable"
+    ).click()
+    page.get_by_role("link", name="Class").click()
+    expect(page.get_by_role("heading", name="Class")).to_be_visible()
+    expect(page.locator("tr[data-learner='ann']")).to_contain_text("not started")
+    expect(page.locator("tr[data-learner='bob']")).to_have_count(0)
+    shots(page, "class")
     context.close()

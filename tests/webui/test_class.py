@@ -1,0 +1,85 @@
+"""The Class page (/class/): instructors and admins see every learner's lab and container and
+may reset a learner's lab; learners may not; instructors may open a learner's container."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import AsyncClient
+
+from engine.core import Engine
+from engine.errors import PolicyError
+from engine.protocol import LEARNER, verbs
+from engine.storage.containers import Containers
+from tests.imagetools import busybox_image
+from webui import users
+from webui.models import AuditEvent, LabRun, Ownership
+
+pytestmark = pytest.mark.django_db(transaction=True)
+HX = {"HX-Request": "true"}
+IMAGE = "localhost/busybox:latest"
+
+
+async def client_of(user: Any) -> AsyncClient:
+    client = AsyncClient()
+    await client.aforce_login(user)
+    return client
+
+
+@pytest.fixture
+async def teacher() -> Any:
+    return (await sync_to_async(users.add)("teach", users.INSTRUCTOR)).user
+
+
+async def test_only_instructors_and_admins_see_the_class(
+    engine_worker: Engine, alice: Any, teacher: Any, admin_user_: Any
+) -> None:
+    learner = await client_of(alice)
+    assert (await learner.get("/class/")).status_code == 403
+    assert (await learner.post("/class/alice/reset")).status_code == 403
+    assert ">Class</a>" not in (await learner.get("/containers/")).content.decode()
+    for who in (teacher, admin_user_):
+        client = await client_of(who)
+        page = await client.get("/class/")
+        assert page.status_code == 200 and 'data-learner="alice"' in page.content.decode()
+        assert ">Class</a>" in (await client.get("/containers/")).content.decode()
+
+
+async def test_a_learners_lab_shows_and_resets(
+    engine_worker: Engine, alice: Any, teacher: Any
+) -> None:
+    await sync_to_async(busybox_image)(engine_worker)
+    learner = await client_of(alice)
+    await learner.post("/lab/start", {"image": IMAGE})
+    form = {"image": IMAGE, "name": "lab", "volumes": "/mnt:/mnt"}
+    assert (await learner.post("/containers/new", form, headers=HX)).status_code == 200
+    own = await Ownership.objects.aget(owner=alice)
+    sandbox = Path(engine_worker.config.sandbox_root) / "alice"
+    assert await sync_to_async((sandbox / "mnt").is_dir)()
+
+    instructor = await client_of(teacher)
+    table = (await instructor.get("/class/table")).content.decode()
+    assert 'data-testid="lab-count">2/9' in table  # pulled, created
+    assert f'href="/containers/{own.container_id}/"' in table and "alice.lab" in table
+    # an instructor may open a learner's container, not the other way round
+    assert (await instructor.get(f"/containers/{own.container_id}/")).status_code == 200
+
+    r = await instructor.post("/class/alice/reset", headers=HX)
+    assert r.status_code == 200 and "not started" in r.content.decode()
+    assert not await Ownership.objects.filter(owner=alice).aexists()
+    assert not await LabRun.objects.filter(user=alice).aexists()
+    assert await sync_to_async(engine_worker.get(Containers).list)() == []
+    assert not await sync_to_async(sandbox.exists)()
+    event = await AuditEvent.objects.filter(action="lab.reset").afirst()
+    assert event is not None and event.ok and event.target == "alice"
+
+
+def test_the_engine_lets_only_instructors_and_admins_clear_a_sandbox(engine: Engine) -> None:
+    from engine.api.base import Context, invoke
+
+    learner = Context(engine, role=LEARNER, name="ann")
+    with pytest.raises(PolicyError, match="only an instructor or an admin"):
+        invoke(learner, verbs.LAB_CLEAR_SANDBOX, verbs.Sandbox(name="bob"))

@@ -1,0 +1,145 @@
+"""/class/: the instructors' (and admins') view of a class. One row per learner: the checks
+of their lab done (N/9, and which), their lab container and its state, their last activity,
+links to the container's pages, and "reset lab" (their containers removed, their sandbox
+emptied, their lab to start again). The table reloads on container events (live over the
+events websocket, as every list) and every 20 s.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.db.models import Max
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import URLPattern, URLResolver, path
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
+
+from engine.errors import EngineError, NotFoundError
+from engine.protocol import LAB_CHECKS, verbs
+from webui import engine_client, users
+from webui.answers import error_text
+from webui.models import AuditEvent, LabRun, Ownership
+from webui.views.common import audit, error_response
+
+RUN_TIMEOUT = 5.0
+
+
+async def _teacher(request: HttpRequest) -> Any:
+    user = await request.auser()
+    if not await sync_to_async(users.sees_everyone)(user):
+        raise PermissionDenied("the class page is for instructors and admins")
+    return user
+
+
+def _learners() -> list[dict[str, Any]]:
+    """Every active learner, with their latest lab run and their last action."""
+    model = get_user_model()
+    last = dict(
+        AuditEvent.objects.values_list("user").annotate(at=Max("at")).values_list("user", "at")
+    )
+    out = []
+    for user in model.objects.filter(is_active=True).order_by("username"):
+        if users.role_of(user) != users.LEARNER:
+            continue
+        run = LabRun.objects.filter(user=user).order_by("-started_at").first()
+        out.append({"user": user, "run": run, "last": last.get(user.pk)})
+    return out
+
+
+async def _row(viewer: Any, learner: dict[str, Any], states: dict[str, Any]) -> dict[str, Any]:
+    """One learner's row: their lab's checks as the engine keeps them, merged into their run."""
+    run: LabRun | None = learner["run"]
+    row = {"name": learner["user"].get_username(), "last": learner["last"], "run": run}
+    if run is None:
+        return row | {"done": [], "count": 0}
+    reached = dict(run.reached)
+    try:
+        args = verbs.LabCheck(image=run.image, container=run.container_id)
+        state = await engine_client.request(verbs.LAB_CHECK, args, user=viewer, timeout=RUN_TIMEOUT)
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        fresh = {k: now for k, ok in state["checks"].items() if ok and k not in reached}
+        if fresh:
+            run.reached = reached = reached | fresh
+            await run.asave(update_fields=["reached"])
+    except EngineError as err:
+        row["error"] = error_text(err)
+    done = [title for key, title in LAB_CHECKS if key in reached]
+    container = states.get(run.container_id) if run.container_id else None
+    return row | {"done": done, "count": len(done), "container": container}
+
+
+async def _states(viewer: Any, ids: list[str]) -> dict[str, Any]:
+    if not ids:
+        return {}
+    try:
+        listed = await engine_client.request(
+            verbs.CONTAINER_LIST, verbs.ListContainers(ids=ids), user=viewer, timeout=RUN_TIMEOUT
+        )
+    except EngineError:
+        return {}
+    return {row["Id"]: row for row in listed}
+
+
+async def _table_context(viewer: Any) -> dict[str, Any]:
+    learners = await sync_to_async(_learners)()
+    ids = [x["run"].container_id for x in learners if x["run"] and x["run"].container_id]
+    states = await _states(viewer, ids)
+    rows = [await _row(viewer, learner, states) for learner in learners]
+    return {"rows": rows, "total": len(LAB_CHECKS)}
+
+
+@require_GET
+async def class_page(request: HttpRequest) -> HttpResponse:
+    viewer = await _teacher(request)
+    return render(request, "class/index.html", {"nav": "class"} | await _table_context(viewer))
+
+
+@require_GET
+@never_cache
+async def class_table(request: HttpRequest) -> HttpResponse:
+    viewer = await _teacher(request)
+    return render(request, "class/table.html", await _table_context(viewer))
+
+
+@require_POST
+async def reset_lab(request: HttpRequest, name: str) -> HttpResponse:
+    """A learner's lab from the start: their containers removed, their sandbox emptied,
+    their lab runs forgotten."""
+    viewer = await _teacher(request)
+    started = time.monotonic()
+    try:
+        learner = await sync_to_async(users.find)(name)
+        owned = [o async for o in Ownership.objects.filter(owner=learner)]
+        for own in owned:
+            remove = verbs.Force(id=own.container_id, force=True)
+            try:
+                await engine_client.request(
+                    verbs.CONTAINER_REMOVE, remove, user=viewer, node=own.node, timeout=60
+                )
+            except NotFoundError:
+                pass  # gone already
+            await own.adelete()
+        await engine_client.request(
+            verbs.LAB_CLEAR_SANDBOX, verbs.Sandbox(name=name), user=viewer, timeout=60
+        )
+        await LabRun.objects.filter(user=learner).adelete()
+    except EngineError as err:
+        await audit(viewer, "lab.reset", name[:64], started, err.message)
+        return error_response(err)
+    await audit(viewer, "lab.reset", name, started, containers=len(owned))
+    response = render(request, "class/table.html", await _table_context(viewer))
+    return trigger_client_event(response, "gantry:container")
+
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("class/", class_page, name="ui-class"),
+    path("class/table", class_table, name="ui-class-table"),
+    path("class/<str:name>/reset", reset_lab, name="ui-class-reset"),
+]
