@@ -6,8 +6,9 @@ from engine.api.base import Context, op
 from engine.errors import PolicyError
 from engine.hostfs.rmtree import remove_tree
 from engine.lab import checks as lab
-from engine.protocol import ADMIN, INSTRUCTOR, verbs
+from engine.protocol import ADMIN, INSTRUCTOR, LEARNER, verbs
 from engine.protocol.verbs import Json
+from engine.storage import sandbox
 from engine.storage.sandbox import sandbox_of
 
 
@@ -31,6 +32,30 @@ def clear_sandbox(ctx: Context, args: verbs.Sandbox) -> verbs.Cleared:
     if existed:
         remove_tree(top)
     return {"path": str(top), "existed": existed}
+
+
+def _own_sandbox(ctx: Context) -> str | None:
+    if ctx.role not in (INSTRUCTOR, LEARNER):
+        raise PolicyError("an admin has no sandbox: use real host paths (the volume allowlist)")
+    return ctx.name
+
+
+@op(verbs.SANDBOX_LIST)
+def sandbox_list(ctx: Context, args: verbs.NoArgs) -> verbs.SandboxListing:
+    """What the asking learner's sandbox holds (the "Host files" page)."""
+    top, entries, truncated = sandbox.listing(ctx.engine.config, _own_sandbox(ctx))
+    return {
+        "root": str(top),
+        "entries": [{"path": e["path"], "kind": e["kind"], "size": e["size"]} for e in entries],
+        "truncated": truncated,
+    }
+
+
+@op(verbs.SANDBOX_TOUCH)
+def sandbox_touch(ctx: Context, args: verbs.SandboxPath) -> verbs.SandboxEntry:
+    """``touch PATH`` in the asking learner's own sandbox (the lab's touch /mnt/on)."""
+    made = sandbox.touch(ctx.engine.config, _own_sandbox(ctx), args.path)
+    return {"path": made["path"], "kind": made["kind"], "size": made["size"]}
 
 
 @op(verbs.LAB_VOLUME_TOUCH)

@@ -501,7 +501,26 @@ class Cleared(TypedDict):
     existed: bool
 
 
+@dataclass(frozen=True, kw_only=True)
+class SandboxPath:
+    path: Annotated[str, Text(4096)]  # as a learner types a bind source: /mnt/on
+
+
+class SandboxEntry(TypedDict):
+    path: str  # as the learner sees it: /mnt/on
+    kind: str  # dir, file, link, other
+    size: int
+
+
+class SandboxListing(TypedDict):
+    root: str  # the real host directory
+    entries: list[SandboxEntry]
+    truncated: bool
+
+
 LAB_CHECK: Verb[LabCheck, Json] = Verb("lab.check", LabCheck, "lab")
+SANDBOX_LIST: Verb[NoArgs, SandboxListing] = Verb("sandbox.list", NoArgs, "lab")
+SANDBOX_TOUCH: Verb[SandboxPath, SandboxEntry] = Verb("sandbox.touch", SandboxPath, "lab")
 LAB_CLEAR_SANDBOX: Verb[Sandbox, Cleared] = Verb("lab.clear_sandbox", Sandbox, "lab")
 LAB_STEPS: Verb[Id, Json] = Verb("lab.steps", Id, "lab")
 LAB_VOLUME_TOUCH: Verb[VolumeTouch, Touched] = Verb("lab.volume_touch", VolumeTouch, "lab")

@@ -11,11 +11,14 @@ mapped source is then checked as any bind source, against the learner's sandbox 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
+import stat
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from engine.config import EngineConfig
 from engine.errors import InvalidInputError, PolicyError
@@ -113,3 +116,73 @@ def sandbox_volumes(config: EngineConfig, name: str | None, volumes: list[Volume
         real = make_dirs(top, sandbox_path(volume.source))
         mapped.append(replace(volume, source=str(real), requested=volume.source))
     return check_volumes(replace(config, volume_allowlist=(top,)), mapped)
+
+
+MAX_LISTED = 500
+
+
+def listing(config: EngineConfig, name: str | None) -> tuple[Path, list[dict[str, Any]], bool]:
+    """What a learner's sandbox holds, as they see it (/mnt, /mnt/on), never following a
+    symlink: (its real directory, entries, whether the list was cut at MAX_LISTED)."""
+    top = sandbox_of(config, name)
+    out: list[dict[str, Any]] = []
+    if not top.is_dir():
+        return top, out, False
+    stack = [("", os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC))]
+    try:
+        while stack:
+            prefix, fd = stack.pop()
+            try:
+                with os.scandir(fd) as it:
+                    items = sorted(it, key=lambda e: e.name)
+                for entry in items:
+                    if len(out) >= MAX_LISTED:
+                        return top, out, True
+                    _list_one(entry, prefix, fd, out, stack)
+            finally:
+                os.close(fd)
+    finally:
+        for _, fd in stack:
+            os.close(fd)
+    return top, sorted(out, key=lambda e: e["path"]), False
+
+
+def _list_one(
+    entry: os.DirEntry[str], prefix: str, fd: int, out: list[dict[str, Any]], stack: list[Any]
+) -> None:
+    st = entry.stat(follow_symlinks=False)
+    kind = (
+        "dir" if stat.S_ISDIR(st.st_mode)
+        else "file" if stat.S_ISREG(st.st_mode)
+        else "link" if stat.S_ISLNK(st.st_mode)
+        else "other"
+    )  # fmt: skip
+    path = f"{prefix}/{entry.name}"
+    out.append({"path": path, "kind": kind, "size": st.st_size if kind == "file" else 0})
+    if kind == "dir" and path.count("/") < MAX_DEPTH:
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        with contextlib.suppress(OSError):
+            stack.append((path, os.open(entry.name, flags, dir_fd=fd)))
+
+
+def touch(config: EngineConfig, name: str | None, unsafe_path: str) -> dict[str, Any]:
+    """``touch PATH`` in a learner's sandbox (the lab's `touch /mnt/on`, by hand): its
+    directories made as needed, never through a symlink; an existing file is left as it is."""
+    parts = sandbox_path(unsafe_path)
+    top = sandbox_of(config, name)
+    parent = make_dirs(top, parts[:-1])
+    fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        try:
+            new = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          0o644, dir_fd=fd)  # fmt: skip
+        except OSError as err:
+            raise PolicyError(
+                f"touch {unsafe_path[:200]}: {err.strerror} (a directory, or a symlink?)",
+                rule="sandbox",
+                field="path",
+            ) from err
+        os.close(new)
+    finally:
+        os.close(fd)
+    return {"path": "/" + "/".join(parts), "kind": "file", "size": 0}

@@ -186,3 +186,23 @@ def test_learners_pull_only_from_the_allowed_registries(engine: Engine) -> None:
     engine.config = replace(engine.config, policy={"registries": {"learners": "docker.io"}})
     with pytest.raises(PolicyError, match="a list of registries"):
         check_registry_for(learner, "busybox")
+
+
+def test_host_files_list_and_touch_never_follow_a_symlink(engine: Engine) -> None:
+    from engine.storage import sandbox
+
+    assert sandbox.touch(engine.config, "ann", "/mnt/on")["path"] == "/mnt/on"
+    top = Path(engine.config.sandbox_root) / "ann"
+    (top / "out").symlink_to("/etc")
+    root, entries, cut = sandbox.listing(engine.config, "ann")
+    assert root == top and not cut
+    assert [(e["path"], e["kind"]) for e in entries] == [
+        ("/mnt", "dir"),
+        ("/mnt/on", "file"),
+        ("/out", "link"),
+    ]
+    with pytest.raises(PolicyError, match="is not a directory of it"):
+        sandbox.touch(engine.config, "ann", "/out/passwd")
+    assert not Path("/etc/passwd.gantry-test").exists()
+    with pytest.raises(PolicyError, match="a directory, or a symlink"):
+        sandbox.touch(engine.config, "ann", "/out")

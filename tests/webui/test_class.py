@@ -83,3 +83,24 @@ def test_the_engine_lets_only_instructors_and_admins_clear_a_sandbox(engine: Eng
     learner = Context(engine, role=LEARNER, name="ann")
     with pytest.raises(PolicyError, match="only an instructor or an admin"):
         invoke(learner, verbs.LAB_CLEAR_SANDBOX, verbs.Sandbox(name="bob"))
+
+
+async def test_a_learner_touches_mnt_on_by_hand_in_host_files(
+    engine_worker: Engine, alice: Any, bob: Any, admin_user_: Any
+) -> None:
+    client = await client_of(alice)
+    page = (await client.get("/lab/host-files")).content.decode()
+    assert "Empty" in page and str(engine_worker.config.sandbox_root) in page
+    r = await client.post("/lab/host-files/touch", {"path": "/mnt/on"})
+    assert r.status_code == 200 and "Created /mnt/on" in r.content.decode()
+    on = Path(engine_worker.config.sandbox_root) / "alice" / "mnt" / "on"
+    assert await sync_to_async(on.is_file)()
+    listed = (await client.get("/lab/host-files")).content.decode()
+    assert '<td class="mono">/mnt/on</td>' in listed
+    # bob's sandbox is his own; a hostile path is refused with the reason
+    bobs = (await (await client_of(bob)).get("/lab/host-files")).content.decode()
+    assert '<td class="mono">/mnt/on</td>' not in bobs and "Empty" in bobs
+    r = await client.post("/lab/host-files/touch", {"path": "/mnt/../../etc/passwd"})
+    assert "&#x27;..&#x27; is not a plain name" in r.content.decode()
+    admin = (await (await client_of(admin_user_)).get("/lab/host-files")).content.decode()
+    assert "an admin has no sandbox" in admin

@@ -292,11 +292,49 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+# -- the learner's host files (their sandbox) --------------------------------------------------
+async def _sandbox_page(request: HttpRequest, status: int = 200, **extra: Any) -> HttpResponse:
+    user = await request.auser()
+    ctx: dict[str, Any] = {"nav": "lab"} | extra
+    try:
+        ctx["listing"] = await engine_client.request(verbs.SANDBOX_LIST, verbs.NoArgs(), user=user)
+    except EngineError as err:
+        ctx["error"] = ctx.get("error") or error_text(err)
+    return render(request, "lab/host_files.html", ctx, status=status)
+
+
+@require_GET
+@never_cache
+async def host_files(request: HttpRequest) -> HttpResponse:
+    """Your sandbox: what your containers' -v /mnt:/mnt and the like bind, on the host."""
+    return await _sandbox_page(request)
+
+
+@require_POST
+async def host_files_touch(request: HttpRequest) -> HttpResponse:
+    """The seed's `touch /mnt/on`, by hand, in the learner's own sandbox."""
+    user = await request.auser()
+    unsafe_path = request.POST.get("path", "").strip()
+    try:
+        made = await engine_action(
+            user,
+            verbs.SANDBOX_TOUCH,
+            verbs.SandboxPath(path=unsafe_path),
+            target=unsafe_path[:128],
+            done=lambda reply: {"path": reply["path"]},
+        )
+    except EngineError as err:
+        return await _sandbox_page(request, status=200, error=error_text(err))
+    return await _sandbox_page(request, touched=made["path"])
+
+
 urlpatterns: list[URLPattern | URLResolver] = [
     path("lab/", lab_page, name="ui-lab"),
     path("lab/start", lab_start, name="ui-lab-start"),
     path("lab/checks", lab_checks, name="ui-lab-checks"),
     path("lab/touch-on", lab_touch_on, name="ui-lab-touch-on"),
+    path("lab/host-files", host_files, name="ui-host-files"),
+    path("lab/host-files/touch", host_files_touch, name="ui-host-files-touch"),
     path("containers/<str:container_id>/steps", container_steps, name="ui-container-steps"),
     path(
         "containers/<str:container_id>/timeline", container_timeline, name="ui-container-timeline"
