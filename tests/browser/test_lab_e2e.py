@@ -221,3 +221,58 @@ def test_a_second_user_sees_none_of_it(stack: Stack, browser: Any, shots: Any) -
     page.goto(stack.url + "/lab/")
     expect(page.get_by_role("button", name="Start the lab")).to_be_visible()
     context.close()
+
+
+def learner_creates_on_off(page: Page, stack: Stack, name: str) -> str:
+    """As the seed: podman create --name on-off -v /mnt:/mnt IMAGE; answers the id."""
+    log_in(page, stack, name, f"{name}-pass-1234")
+    page.goto(stack.url + "/lab/")
+    page.locator("#lab-image").fill(stack.image)  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Start the lab").click()
+    page.goto(stack.url + "/containers/new")
+    page.locator("#id_image").fill(stack.image)  # type: ignore[attr-defined]
+    page.locator("#id_name").fill("on-off")
+    page.locator("#id_volumes").fill("/mnt:/mnt")
+    page.get_by_role("button", name="Create", exact=True).click()
+    page.wait_for_url("**/containers/*/")
+    return page.url.rstrip("/").split("/")[-1]
+
+
+def start_and_see(page: Page, stack: Stack, container_id: str, state: str) -> None:
+    page.goto(f"{stack.url}/containers/{container_id}/run/")
+    page.get_by_test_id("run-start").click()
+    expect(page.get_by_test_id("run-state")).to_have_text(state, timeout=STEP_TIMEOUT)
+
+
+def test_two_learners_and_an_instructor_at_once(stack: Stack, browser: Any, shots: Any) -> None:
+    """Both type the seed's words at the same time; ann creates /mnt/on by hand in her Host
+    files and gets top; cid's first start still exits 0 (his /mnt is his own); the
+    instructor sees both on the Class page."""
+    for name in ("ann", "cid", "kim"):
+        stack.add_user(name, f"{name}-pass-1234")
+    stack.manage("users", "role", "kim", "instructor")
+    ann_page = browser.new_context().new_page()
+    cid_page = browser.new_context().new_page()
+    ann = learner_creates_on_off(ann_page, stack, "ann")
+    cid = learner_creates_on_off(cid_page, stack, "cid")
+    assert ann != cid  # the same name, each their own
+    ann_page.goto(stack.url + "/lab/host-files")
+    ann_page.get_by_label("Path").fill("/mnt/on")
+    ann_page.get_by_role("button", name="Touch").click()
+    expect(ann_page.get_by_role("status")).to_contain_text("Created /mnt/on")
+    start_and_see(ann_page, stack, ann, "running")
+    start_and_see(cid_page, stack, cid, "exited")
+    expect(cid_page.get_by_test_id("run-exit-code")).to_contain_text("0")
+    shots(cid_page, "cid-first-start-exits-0")
+    assert cid_page.goto(f"{stack.url}/containers/{ann}/").status == 404  # not his
+
+    teacher = browser.new_context(viewport={"width": 1366, "height": 800}).new_page()
+    log_in(teacher, stack, "kim", "kim-pass-1234")
+    teacher.get_by_role("link", name="Class").click()
+    for name in ("ann", "cid"):
+        expect(teacher.locator(f"tr[data-learner='{name}']")).to_contain_text(f"{name}.on-off")
+    expect(teacher.locator("tr[data-learner='ann']")).to_contain_text("Up ")
+    expect(teacher.locator("tr[data-learner='cid']")).to_contain_text("Exited (0)")
+    shots(teacher, "class")
+    for page in (ann_page, cid_page, teacher):
+        page.context.close()
