@@ -11,5 +11,6 @@ def gantry(request: HttpRequest) -> dict[str, Any]:
     role = getattr(request, "gantry_role", "")
     return {
         "gantry_version": engine.__version__,
+        "gantry_role": role,
         "gantry_sees_everyone": role in ("admin", "instructor"),
     }

@@ -62,6 +62,7 @@ async def test_the_table_lists_the_users_containers_like_ps(
 async def test_create_makes_a_container_the_user_owns(alice: Any, stack: Engine) -> None:
     client = await client_for(alice)
     form = (await client.get("/containers/new")).content.decode()
+    assert "your own sandbox on the host" in form  # alice is a learner
     for field in ("image", "name", "command", "entrypoint", "env", "workdir", "user", "tty",
                   "interactive", "volumes"):  # fmt: skip
         assert f'name="{field}"' in form
