@@ -10,26 +10,36 @@ from webui.models import Ownership
 
 
 def sees_everyone(user: Any) -> bool:
-    """Admins and instructors see (and may help with) every user's containers."""
+    """Admins and instructors see (and may help with) other users' containers."""
     from webui.users import sees_everyone as everyone
 
     return bool(getattr(user, "is_authenticated", False)) and everyone(user)
 
 
+def _may_see(user: Any, own: Ownership) -> bool:
+    """Their own; every one for an admin; a non-admin's for an instructor (an admin's
+    containers may bind real host paths: they stay the admins')."""
+    if user.is_superuser or own.owner_id == user.pk:
+        return True
+    return sees_everyone(user) and not own.owner.is_superuser
+
+
 def owns_container(user: Any, container_id: str) -> bool:
     if not getattr(user, "is_authenticated", False):
         return False
-    if sees_everyone(user):
+    if user.is_superuser:
         return True
-    return Ownership.objects.filter(container_id=container_id, owner=user).exists()
+    own = Ownership.objects.filter(container_id=container_id).select_related("owner").first()
+    return own is not None and _may_see(user, own)
 
 
 user_owns_container = database_sync_to_async(owns_container)
 
 
 def get_container_for_user(user: Any, container_id: str) -> Ownership:
-    """The ownership record of a container the user may touch (their own, or any for an
-    admin). Http404 otherwise: another user's container does not exist for them."""
+    """The ownership record of a container the user may touch (their own, a non-admin's for
+    an instructor, any for an admin). Http404 otherwise: another user's container does not
+    exist for them."""
     from django.http import Http404
 
     from engine.protocol import CONTAINER_ID_RE
@@ -42,7 +52,7 @@ def get_container_for_user(user: Any, container_id: str) -> Ownership:
         from webui.engine_client import node_name
 
         return Ownership(container_id=container_id, node=node_name())
-    if found is None or not (found.owner_id == user.pk or sees_everyone(user)):
+    if found is None or not _may_see(user, found):
         raise Http404("no such container")
     return found
 
@@ -51,13 +61,16 @@ aget_container_for_user = database_sync_to_async(get_container_for_user)
 
 
 def visible_containers(user: Any) -> list[Ownership]:
-    """The ownership records a user may see: their own, or every one for an admin."""
+    """The ownership records a user may see: their own; every non-admin's for an
+    instructor; every one for an admin."""
     if not getattr(user, "is_authenticated", False):
         return []
     rows = Ownership.objects.select_related("owner").order_by("-created_at")
-    if not sees_everyone(user):
-        rows = rows.filter(owner=user)
-    return list(rows)
+    if user.is_superuser:
+        return list(rows)
+    if sees_everyone(user):
+        return [own for own in rows if _may_see(user, own)]
+    return list(rows.filter(owner=user))
 
 
 avisible_containers = database_sync_to_async(visible_containers)

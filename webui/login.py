@@ -9,6 +9,7 @@ the same as a wrong password: nothing tells a guesser which names exist.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,8 +41,9 @@ class Throttle:
     def _keys(self, username: str, address: str) -> dict[str, str]:
         slot = int(self.clock() // self.window)
         return {
-            "account": f"gantry:login:account:{username.lower()[:150]}:{slot}",
-            "address": f"gantry:login:address:{address[:64]}:{slot}",
+            # hashed: whatever was typed as a name (spaces, controls) makes a plain key
+            "account": f"gantry:login:account:{_digest(username.lower())}:{slot}",
+            "address": f"gantry:login:address:{_digest(address)}:{slot}",
         }
 
     def wait(self, username: str, address: str) -> tuple[str, int]:
@@ -59,6 +61,10 @@ class Throttle:
                 cache.incr(key)
             except ValueError:  # expired between add and incr: count it in a fresh key
                 cache.add(key, 1, self.window + 5)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 throttle = Throttle()

@@ -104,3 +104,24 @@ async def test_a_learner_touches_mnt_on_by_hand_in_host_files(
     assert "&#x27;..&#x27; is not a plain name" in r.content.decode()
     admin = (await (await client_of(admin_user_)).get("/lab/host-files")).content.decode()
     assert "an admin has no sandbox" in admin
+
+
+async def test_an_instructor_does_not_see_an_admins_containers(
+    engine_worker: Engine, admin_user_: Any, teacher: Any
+) -> None:
+    """An admin's containers may bind real host paths: they stay the admins'."""
+    await sync_to_async(busybox_image)(engine_worker)
+    admin = await client_of(admin_user_)
+    r = await admin.post("/containers/new", {"image": IMAGE, "name": "admins"}, headers=HX)
+    assert r.status_code == 200
+    own = await Ownership.objects.aget(owner=admin_user_)
+    instructor = await client_of(teacher)
+    assert (await instructor.get(f"/containers/{own.container_id}/")).status_code == 404
+    table = (await instructor.get("/containers/table")).content.decode()
+    assert own.container_id[:12] not in table
+    # nor reset anyone but a learner (which would remove their containers)
+    r = await instructor.post(f"/class/{admin_user_.get_username()}/reset", headers=HX)
+    assert r.status_code == 403 and "is not a learner" in r.content.decode()
+    assert await Ownership.objects.filter(owner=admin_user_).aexists()
+    r = await instructor.post("/class/nobody/reset", headers=HX)
+    assert r.status_code == 404

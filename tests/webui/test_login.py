@@ -67,3 +67,10 @@ def test_a_disabled_account_cannot_log_in_and_says_no_more(alice: Any) -> None:
     alice.save()
     r = attempt(Client(), "alice", "alice-pass-123")
     assert r.status_code == 200 and "didn't match" in r.content.decode()
+
+
+def test_a_hostile_name_is_counted_like_any_other(clock: list[float]) -> None:
+    client = Client()
+    name = "x" * 140 + " \t\u202eé"  # spaces, a tab, bidi control: a plain key anyway
+    codes = [attempt(client, name, "x").status_code for _ in range(login.PER_ACCOUNT + 1)]
+    assert codes == [200] * login.PER_ACCOUNT + [429]

@@ -21,7 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
-from engine.errors import EngineError, NotFoundError
+from engine.errors import EngineError, NotFoundError, PolicyError
 from engine.protocol import LAB_CHECKS, verbs
 from webui import engine_client, users
 from webui.answers import error_text
@@ -116,6 +116,8 @@ async def reset_lab(request: HttpRequest, name: str) -> HttpResponse:
     started = time.monotonic()
     try:
         learner = await sync_to_async(users.find)(name)
+        if await sync_to_async(users.role_of)(learner) != users.LEARNER:
+            raise PolicyError(f"{name} is not a learner: only a learner's lab is reset here")
         owned = [o async for o in Ownership.objects.filter(owner=learner)]
         for own in owned:
             remove = verbs.Force(id=own.container_id, force=True)
