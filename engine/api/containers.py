@@ -29,14 +29,12 @@ from engine.lab import checks as lab
 from engine.protocol import CONTAINER_ID_RE, INSTRUCTOR, LEARNER, NAME_RE, verbs
 from engine.protocol.verbs import Json
 from engine.runtime.lifecycle import Lifecycle
-from engine.storage import diff, mounts, quotas, rootfs
+from engine.storage import diff, mounts, quotas, rootfs, usage
 from engine.storage.containers import Containers, publish_container_event
 from engine.storage.podjson import ps_json
 from engine.storage.records import ContainerRecord, CreateOptions
 from engine.storage.sandbox import sandbox_of, sandbox_volumes
 from engine.storage.volumes import Volume, parse_volume
-
-MAX_DU_ENTRIES = 200_000
 
 
 def with_runtime(ctx: Context) -> Containers:
@@ -90,6 +88,7 @@ def create(ctx: Context, args: verbs.Create) -> Json:
         quota = quotas.check_create(ctx.engine.config, ctx.role, have)
         if quota is not None and ctx.role:
             quotas.apply_limits(options, ctx.role, quota)
+        quotas.check_disk(ctx.engine.config, containers, quota, sandbox)
     record = containers.create(options, args.image, name, publisher=ctx.publisher)
     return ps_json(record)
 
@@ -189,39 +188,13 @@ def remove(ctx: Context, args: verbs.Force) -> verbs.Removed:
     return {"id": removed.id, "name": removed.name}
 
 
-def disk_usage(path: Path, limit: int = MAX_DU_ENTRIES) -> tuple[int, int, bool]:
-    """(bytes of regular files, entries, complete?) below path, never following symlinks."""
-    total, count = 0, 0
-    stack = [os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
-    try:
-        while stack:
-            fd = stack.pop()
-            try:
-                with os.scandir(fd) as it:
-                    for entry in it:
-                        count += 1
-                        if count > limit:
-                            return total, count, False
-                        st = entry.stat(follow_symlinks=False)
-                        if stat.S_ISREG(st.st_mode):
-                            total += st.st_size
-                        elif stat.S_ISDIR(st.st_mode):
-                            try:
-                                stack.append(
-                                    os.open(
-                                        entry.name,
-                                        os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                        dir_fd=fd,
-                                    )
-                                )
-                            except OSError:
-                                continue
-            finally:
-                os.close(fd)
-    finally:
-        for fd in stack:
-            os.close(fd)
-    return total, count, True
+def _owners_disk(ctx: Context, record: ContainerRecord) -> verbs.DiskUse | None:
+    """The disk of the container's owner against their quota (None: they have none)."""
+    quota = quotas.of_container(ctx.engine.config, record.options)
+    if quota is None or not record.options.sandbox:
+        return None
+    containers = ctx.engine.get(Containers)
+    return quotas.disk_use(ctx.engine.config, containers, record.options.sandbox, quota)
 
 
 @op(verbs.CONTAINER_STORAGE)
@@ -249,7 +222,7 @@ def storage(ctx: Context, args: verbs.Id) -> Json:
                 "path": str(store.layer_diff(chain)),
             }
         )
-    upper_size, upper_entries, complete = disk_usage(paths.upper)
+    upper = usage.measure(paths.upper)
     overlay = containers.overlay(record)
     found = mounts.mounts_at(paths.merged)
     return {
@@ -259,10 +232,11 @@ def storage(ctx: Context, args: verbs.Id) -> Json:
         "layers": layers,
         "upper": {
             "path": str(paths.upper),
-            "size": upper_size,
-            "entries": upper_entries,
-            "complete": complete,
+            "size": upper.bytes,
+            "entries": upper.entries,
+            "complete": upper.complete,
         },
+        "disk": _owners_disk(ctx, record),
         "work": str(paths.work),
         "merged": str(paths.merged),
         "mounted": bool(found),

@@ -32,9 +32,22 @@ from engine.files.explorer import Files
 from engine.files.transfer import Transfers
 from engine.protocol import verbs
 from engine.protocol.verbs import Json
+from engine.storage import quotas
+from engine.storage.containers import Containers
+from engine.storage.records import ContainerRecord
 
 log = logging.getLogger("gantry.engine.files")
 REAP_INTERVAL = 60.0
+
+
+def with_room(ctx: Context, ref: str, adding: int = 0) -> ContainerRecord:
+    """The container, if its owner's disk quota has room for ``adding`` bytes more
+    (engine/storage/quotas.py); else PolicyError, before anything is written."""
+    record = record_of(ctx, ref)
+    config = ctx.engine.config
+    quota = quotas.of_container(config, record.options)
+    quotas.check_disk(config, ctx.engine.get(Containers), quota, record.options.sandbox, adding)
+    return record
 
 
 @op(verbs.FS_LIST)
@@ -57,10 +70,11 @@ def read(ctx: Context, args: verbs.FsRead) -> Json:
 
 @op(verbs.FS_WRITE)
 def write(ctx: Context, args: verbs.FsWrite) -> Json:
+    content = args.content.encode("utf-8")
     return ctx.engine.get(Files).write(
-        record_of(ctx, args.id),
+        with_room(ctx, args.id, len(content)),
         args.path,
-        args.content.encode("utf-8"),
+        content,
         token=args.token,
         create=args.create,
     )
@@ -68,13 +82,13 @@ def write(ctx: Context, args: verbs.FsWrite) -> Json:
 
 @op(verbs.FS_TOUCH)
 def touch(ctx: Context, args: verbs.At) -> Json:
-    return ctx.engine.get(Files).touch(record_of(ctx, args.id), args.path)
+    return ctx.engine.get(Files).touch(with_room(ctx, args.id), args.path)
 
 
 @op(verbs.FS_MKDIR)
 def mkdir(ctx: Context, args: verbs.FsMkdir) -> Json:
     return ctx.engine.get(Files).mkdir(
-        record_of(ctx, args.id), args.path, parents=args.parents, mode=args.mode
+        with_room(ctx, args.id), args.path, parents=args.parents, mode=args.mode
     )
 
 
@@ -151,7 +165,7 @@ def download(ctx: Context, args: verbs.FsDownload) -> verbs.Downloaded:
 @op(verbs.FS_UPLOAD_BEGIN)
 def upload_begin(ctx: Context, args: verbs.UploadBegin) -> Json:
     return ctx.engine.get(Transfers).upload_begin(
-        record_of(ctx, args.id),
+        with_room(ctx, args.id, args.size),
         args.path,
         args.size,
         user=ctx.user,

@@ -512,15 +512,30 @@ class SandboxEntry(TypedDict):
     size: int
 
 
+class DiskUse(TypedDict):
+    name: str  # whose
+    used: int  # bytes their sandbox and their containers' upper dirs hold
+    quota: int  # bytes they may hold (engine/storage/quotas.py); 0: no quota
+    complete: bool  # False: too many files to count them all, used is at least this
+
+
 class SandboxListing(TypedDict):
     root: str  # the real host directory
     entries: list[SandboxEntry]
     truncated: bool
+    disk: DiskUse
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxUsage:
+    names: Annotated[list[str], Items(1000, 32)]
+    role: Annotated[str, Text(16)] = "learner"  # whose quota they are held to
 
 
 LAB_CHECK: Verb[LabCheck, Json] = Verb("lab.check", LabCheck, "lab")
 SANDBOX_LIST: Verb[NoArgs, SandboxListing] = Verb("sandbox.list", NoArgs, "lab")
 SANDBOX_TOUCH: Verb[SandboxPath, SandboxEntry] = Verb("sandbox.touch", SandboxPath, "lab")
+SANDBOX_USAGE: Verb[SandboxUsage, list[DiskUse]] = Verb("sandbox.usage", SandboxUsage, "lab")
 LAB_CLEAR_SANDBOX: Verb[Sandbox, Cleared] = Verb("lab.clear_sandbox", Sandbox, "lab")
 LAB_STEPS: Verb[Id, Json] = Verb("lab.steps", Id, "lab")
 LAB_VOLUME_TOUCH: Verb[VolumeTouch, Touched] = Verb("lab.volume_touch", VolumeTouch, "lab")

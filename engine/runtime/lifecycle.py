@@ -262,6 +262,8 @@ class Lifecycle:
                 return record
             self._guard(record, "start", STARTABLE)
             quotas.check_start(self.engine.config, record, self.containers.list())
+            quota = quotas.of_container(self.engine.config, record.options)
+            quotas.check_disk(self.engine.config, self.containers, quota, record.options.sandbox)
             try:
                 self._start_locked(record)
             except EngineError as err:

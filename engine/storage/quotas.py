@@ -6,9 +6,15 @@ engine.json, with the defaults (which let the lab run):
 
     "policy": {"quotas": {
         "learner":    {"containers": 10, "running": 3, "memory": "256m", "max_memory": "1g",
-                       "pids": 512, "max_pids": 2048, "cpus": 1.0, "max_cpus": 1.0},
+                       "pids": 512, "max_pids": 2048, "cpus": 1.0, "max_cpus": 1.0,
+                       "disk": "1g"},
         "instructor": {"containers": 20, "running": 5, "memory": "512m", "max_memory": "2g",
-                       "pids": 1024, "max_pids": 4096, "cpus": 1.0, "max_cpus": 2.0}}}
+                       "pids": 1024, "max_pids": 4096, "cpus": 1.0, "max_cpus": 2.0,
+                       "disk": "4g"}}}
+
+``disk`` is what a user's containers' upper dirs and their sandbox may hold together
+(engine/storage/usage.py): a write, an upload or a touch that would pass it is refused
+before anything is written, and a user past it cannot create or start a container.
 
 A container of a learner carries its owner's role (options.extra["quota"]) and sandbox name,
 so its limits hold whoever starts or edits it later.
@@ -23,8 +29,11 @@ from typing import Any
 
 from engine.config import EngineConfig
 from engine.errors import InvalidInputError, PolicyError
-from engine.protocol import INSTRUCTOR, LEARNER
+from engine.protocol import INSTRUCTOR, LEARNER, verbs
+from engine.storage import usage
+from engine.storage.containers import Containers
 from engine.storage.records import ACTIVE_STATES, ContainerRecord, CreateOptions
+from engine.storage.sandbox import sandbox_of
 
 _MIB = 1024 * 1024
 _SIZE_RE = re.compile(r"^(\d+)([kmg]?)b?$", re.I)
@@ -40,11 +49,12 @@ class Quota:
     max_pids: int
     cpus: float
     max_cpus: float
+    disk: int  # bytes: a user's upper dirs and sandbox together
 
 
 DEFAULTS = {
-    LEARNER: Quota(10, 3, 256 * _MIB, 1024 * _MIB, 512, 2048, 1.0, 1.0),
-    INSTRUCTOR: Quota(20, 5, 512 * _MIB, 2048 * _MIB, 1024, 4096, 1.0, 2.0),
+    LEARNER: Quota(10, 3, 256 * _MIB, 1024 * _MIB, 512, 2048, 1.0, 1.0, 1024 * _MIB),
+    INSTRUCTOR: Quota(20, 5, 512 * _MIB, 2048 * _MIB, 1024, 4096, 1.0, 2.0, 4096 * _MIB),
 }
 
 
@@ -76,7 +86,7 @@ def quota_for(config: EngineConfig, role: str | None) -> Quota | None:
         raise InvalidInputError(f"engine config: policy.quotas.{role}: unknown key {unknown[0]!r}")
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in ("memory", "max_memory"):
+        if key in ("memory", "max_memory", "disk"):
             values[key] = parse_size(key, value)
         elif isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise InvalidInputError(f"engine config: policy.quotas.{role}.{key}: a positive number")
@@ -129,3 +139,55 @@ def check_start(
             rule="quota",
             field="running",
         )
+
+
+def disk_of(config: EngineConfig, containers: Containers, sandbox: str) -> usage.Usage:
+    """What a user's disk holds now: their sandbox and their containers' upper dirs."""
+    uppers = [containers.paths(r.id).upper for r in mine(containers.list(), sandbox)]
+    return usage.measure_all([sandbox_of(config, sandbox), *uppers])
+
+
+def disk_use(
+    config: EngineConfig, containers: Containers, name: str, quota: Quota | None
+) -> verbs.DiskUse:
+    """A user's disk as the pages show it: {name, used, quota (0: none), complete}."""
+    used = disk_of(config, containers, name)
+    return {
+        "name": name,
+        "used": used.bytes,
+        "quota": quota.disk if quota else 0,
+        "complete": used.complete,
+    }
+
+
+def human(size: int) -> str:
+    """1536 -> "1.5 KiB", as the refusals say it."""
+    value, unit = float(size), "bytes"
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            break
+        value /= 1024
+    return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+
+
+def check_disk(
+    config: EngineConfig,
+    containers: Containers,
+    quota: Quota | None,
+    sandbox: str,
+    adding: int = 0,
+) -> None:
+    """Refused if the user's disk would pass their quota (``adding`` bytes more, for a write
+    or an upload; none for a create or a start, refused once they are past it)."""
+    if quota is None or not sandbox:
+        return
+    used = disk_of(config, containers, sandbox).bytes
+    if used + adding <= quota.disk:
+        return
+    more = f" and this adds {human(adding)}" if adding else ""
+    raise PolicyError(
+        f"your containers and sandbox hold {human(used)}{more}: your disk quota is "
+        f"{human(quota.disk)}; delete files or remove a container first",
+        rule="quota",
+        field="disk",
+    )

@@ -224,11 +224,18 @@ def test_a_second_user_sees_none_of_it(stack: Stack, browser: Any, shots: Any) -
 
 
 def learner_creates_on_off(page: Page, stack: Stack, name: str) -> str:
-    """As the seed: podman create --name on-off -v /mnt:/mnt IMAGE; answers the id."""
+    """As the seed: podman pull IMAGE, podman create --name on-off -v /mnt:/mnt IMAGE;
+    answers the id. (Each learner pulls: the test must not lean on an earlier test's pull.)"""
     log_in(page, stack, name, f"{name}-pass-1234")
     page.goto(stack.url + "/lab/")
     page.locator("#lab-image").fill(stack.image)  # type: ignore[attr-defined]
     page.get_by_role("button", name="Start the lab").click()
+    page.goto(stack.url + "/images/")
+    page.locator("#pull-ref").fill(stack.image)  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Pull").click()
+    expect(page.locator("article.pull-job").first).to_have_attribute(
+        "data-state", "done", timeout=120_000
+    )
     page.goto(stack.url + "/containers/new")
     page.locator("#id_image").fill(stack.image)  # type: ignore[attr-defined]
     page.locator("#id_name").fill("on-off")
@@ -273,6 +280,9 @@ def test_two_learners_and_an_instructor_at_once(stack: Stack, browser: Any, shot
         expect(teacher.locator(f"tr[data-learner='{name}']")).to_contain_text(f"{name}.on-off")
     expect(teacher.locator("tr[data-learner='ann']")).to_contain_text("Up ")
     expect(teacher.locator("tr[data-learner='cid']")).to_contain_text("Exited (0)")
+    expect(teacher.locator("tr[data-learner='ann']").get_by_test_id("disk-use")).to_contain_text(
+        "of 1.0 GB"
+    )
     shots(teacher, "class")
     for page in (ann_page, cid_page, teacher):
         page.context.close()

@@ -4,7 +4,9 @@ and the memory, process and CPU limits their config.json gets and may not pass."
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,12 +15,15 @@ from engine.core import Engine
 from engine.errors import InvalidInputError, PolicyError
 from engine.protocol import ADMIN, INSTRUCTOR, LEARNER, verbs
 from engine.spec.service import SpecService
-from engine.storage import quotas
+from engine.storage import quotas, usage
 from engine.storage.containers import Containers
 from tests.conftest import requires
 from tests.engine.runtools import RUNTIME_REASON, can_run_containers, worker_started
+from tests.engine.storagetools import containers, needs_overlay
 from tests.engine.test_sandbox import as_user, create
 from tests.imagetools import busybox_image
+
+__all__ = ["containers"]
 
 MIB = 1024 * 1024
 
@@ -116,3 +121,78 @@ def test_a_learner_runs_at_most_so_many_at_once(engine: Engine) -> None:
         invoke(ann, verbs.CONTAINER_KILL, verbs.Kill(id=first.id))
         started = invoke(ann, verbs.CONTAINER_START, verbs.Id(id=second.id))
         assert started["state"] == "running"
+
+
+def test_usage_counts_files_once_and_never_follows_a_link(tmp_path: Path) -> None:
+    top = tmp_path / "top"
+    (top / "d" / "e").mkdir(parents=True)
+    (top / "a").write_bytes(b"x" * 1000)
+    (top / "d" / "e" / "b").write_bytes(b"y" * 24)
+    os.link(top / "a", top / "d" / "hard")  # one inode, counted once
+    big = tmp_path / "big"
+    big.write_bytes(b"z" * 100_000)
+    (top / "d" / "out").symlink_to(big)  # a link out is an entry, not its target's bytes
+    (top / "d" / "outdir").symlink_to(tmp_path)
+    got = usage.measure(top)
+    assert (got.bytes, got.entries, got.complete) == (1024, 7, True)
+    assert usage.measure(top, limit=3).complete is False
+    assert usage.measure(tmp_path / "gone") == usage.NOTHING
+
+
+def test_a_bad_disk_quota_in_the_file_is_an_error() -> None:
+    from engine.config import EngineConfig
+
+    config = EngineConfig(policy={"quotas": {"learner": {"disk": "2g"}}})
+    got = quotas.quota_for(config, LEARNER)
+    assert got is not None and got.disk == 2048 * MIB
+    with pytest.raises(InvalidInputError, match="a size such as 256m"):
+        quotas.quota_for(EngineConfig(policy={"quotas": {"learner": {"disk": "-1"}}}), LEARNER)
+
+
+@needs_overlay
+@pytest.mark.privileged
+def test_a_learner_past_their_disk_quota_writes_creates_and_starts_nothing(
+    engine: Engine, containers: Containers
+) -> None:
+    from engine.api.base import invoke
+
+    busybox_image(engine)
+    with_quotas(engine, disk="64k")
+    ann, bob = as_user(engine, "ann"), as_user(engine, "bob")
+    mine = create(ann, "mine")
+    write = verbs.FsWrite(id=mine.id, path="/one", content="x" * 40_000, create=True)
+    invoke(ann, verbs.FS_WRITE, write)
+    too_much = verbs.FsWrite(id=mine.id, path="/two", content="y" * 40_000, create=True)
+    refusal = r"hold 39\.1 KiB and this adds 39\.1 KiB: your disk quota is 64\.0 KiB"
+    with pytest.raises(PolicyError, match=refusal) as err:
+        invoke(ann, verbs.FS_WRITE, too_much)
+    assert err.value.field == "disk"
+    begin = verbs.UploadBegin(id=mine.id, path="/big", size=30_000)
+    with pytest.raises(PolicyError, match="your disk quota is 64.0 KiB"):
+        invoke(ann, verbs.FS_UPLOAD_BEGIN, begin)
+    listing = invoke(ann, verbs.FS_LIST, verbs.FsList(id=mine.id, path="/"))
+    assert {"two", "big"}.isdisjoint(e["name"] for e in listing["entries"])  # nothing written
+    # the sandbox counts too: past the quota, nothing more is created or started
+    (engine.config.sandbox_root / "ann").mkdir(parents=True)
+    (engine.config.sandbox_root / "ann" / "fill").write_bytes(b"f" * 30_000)
+    with pytest.raises(PolicyError, match="delete files or remove a container first"):
+        create(ann, "another")
+    with pytest.raises(PolicyError, match="your disk quota"):
+        invoke(ann, verbs.CONTAINER_START, verbs.Id(id=mine.id))
+    assert [r.name for r in containers.list()] == ["ann.mine"]  # nothing half created
+    with pytest.raises(PolicyError, match="your disk quota"):
+        invoke(ann, verbs.SANDBOX_TOUCH, verbs.SandboxPath(path="/mnt/on"))
+    # another learner's disk is theirs
+    create(bob, "theirs")
+    seen = invoke(bob, verbs.SANDBOX_USAGE, verbs.SandboxUsage(names=["bob"]))
+    assert seen == [{"name": "bob", "used": 0, "quota": 64 * 1024, "complete": True}]
+    with pytest.raises(PolicyError, match="only their own"):
+        invoke(bob, verbs.SANDBOX_USAGE, verbs.SandboxUsage(names=["ann"]))
+    teacher = as_user(engine, "tess", INSTRUCTOR)
+    [ann_use] = invoke(teacher, verbs.SANDBOX_USAGE, verbs.SandboxUsage(names=["ann"]))
+    assert ann_use["used"] == 70_000 and ann_use["quota"] == 64 * 1024
+    storage = invoke(ann, verbs.CONTAINER_STORAGE, verbs.Id(id=mine.id))
+    assert storage["disk"]["used"] == 70_000 and storage["upper"]["size"] == 40_000
+    # room again once a file is deleted
+    invoke(ann, verbs.FS_DELETE, verbs.FsDelete(id=mine.id, path="/one"))
+    create(ann, "another")

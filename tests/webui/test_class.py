@@ -66,6 +66,10 @@ async def test_a_learners_lab_shows_and_resets(
     assert f'href="/containers/{own.container_id}/"' in table and "alice.lab" in table
     # an instructor may open a learner's container, not the other way round
     assert (await instructor.get(f"/containers/{own.container_id}/")).status_code == 200
+    # with their disk against their quota, in the table and on the container's Storage tab
+    assert 'aria-label="disk used by alice"' in table and "0\xa0bytes</span> of 1.0\xa0GB" in table
+    storage = (await instructor.get(f"/containers/{own.container_id}/storage/")).content.decode()
+    assert "Disk of alice" in storage and "of 1.0\xa0GB" in storage
 
     r = await instructor.post("/class/alice/reset", headers=HX)
     assert r.status_code == 200 and "not started" in r.content.decode()
@@ -97,6 +101,7 @@ async def test_a_learner_touches_mnt_on_by_hand_in_host_files(
     assert await sync_to_async(on.is_file)()
     listed = (await client.get("/lab/host-files")).content.decode()
     assert '<td class="mono">/mnt/on</td>' in listed
+    assert "Your disk" in listed and "0\xa0bytes</span> of 1.0\xa0GB" in listed
     # bob's sandbox is his own; a hostile path is refused with the reason
     bobs = (await (await client_of(bob)).get("/lab/host-files")).content.decode()
     assert '<td class="mono">/mnt/on</td>' not in bobs and "Empty" in bobs

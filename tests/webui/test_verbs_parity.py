@@ -77,6 +77,7 @@ async def play(ask: Ask, name: str, volume: Path) -> list[tuple[str, Any]]:
     await step(verbs.IMAGE_INSPECT, verbs.Image(image=IMAGE))
     await step(verbs.REGISTRY_LOGOUT, verbs.Registry(registry="nowhere.example"))
     await step(verbs.LAB_CLEAR_SANDBOX, verbs.Sandbox(name="nobody"))
+    await step(verbs.SANDBOX_USAGE, verbs.SandboxUsage(names=["nobody"]))
     command = ["sh", "-c", "echo ready; exec sleep 60"]
     create = verbs.Create(image=IMAGE, name=name, command=command, volumes=[f"{volume}:/mnt"])
     row = await step(verbs.CONTAINER_CREATE, create)

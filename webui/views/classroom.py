@@ -1,8 +1,8 @@
 """/class/: the instructors' (and admins') view of a class. One row per learner: the checks
-of their lab done (N/9, and which), their lab container and its state, their last activity,
-links to the container's pages, and "reset lab" (their containers removed, their sandbox
-emptied, their lab to start again). The table reloads on container events (live over the
-events websocket, as every list) and every 20 s.
+of their lab done (N/9, and which), their lab container and its state, their disk against
+their quota, their last activity, links to the container's pages, and "reset lab" (their
+containers removed, their sandbox emptied, their lab to start again). The table reloads on
+container events (live over the events websocket, as every list) and every 20 s.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
 from engine.errors import EngineError, NotFoundError, PolicyError
-from engine.protocol import LAB_CHECKS, verbs
+from engine.protocol import LAB_CHECKS, USER_NAME_RE, verbs
 from webui import engine_client, users
 from webui.answers import error_text
 from webui.models import AuditEvent, LabRun, Ownership
@@ -87,11 +87,28 @@ async def _states(viewer: Any, ids: list[str]) -> dict[str, Any]:
     return {row["Id"]: row for row in listed}
 
 
+async def _disks(viewer: Any, names: list[str]) -> dict[str, Any]:
+    """Each learner's disk against the learners' quota (engine.storage.quotas)."""
+    if not names:
+        return {}
+    try:
+        used = await engine_client.request(
+            verbs.SANDBOX_USAGE, verbs.SandboxUsage(names=names), user=viewer, timeout=RUN_TIMEOUT
+        )
+    except EngineError:
+        return {}
+    return {d["name"]: d for d in used}
+
+
 async def _table_context(viewer: Any) -> dict[str, Any]:
     learners = await sync_to_async(_learners)()
     ids = [x["run"].container_id for x in learners if x["run"] and x["run"].container_id]
     states = await _states(viewer, ids)
+    names = [x["user"].get_username() for x in learners]
+    disks = await _disks(viewer, [n for n in names if USER_NAME_RE.match(n)])
     rows = [await _row(viewer, learner, states) for learner in learners]
+    for row in rows:
+        row["disk"] = disks.get(row["name"])
     return {"rows": rows, "total": len(LAB_CHECKS)}
 
 
