@@ -47,7 +47,29 @@
       if (msg.kind) {
         document.body.dispatchEvent(new CustomEvent("gantry:" + msg.kind, { detail: msg }));
       }
+      changes();
     }
+  }
+
+  // "gantry:changes": any state event, at most once every CHANGES_EVERY_MS (the first at once,
+  // the last one of a burst too), for parts that show everyone's state (the Class page): a
+  // class of thirty makes many events, and such a part need not re-read for each one.
+  const CHANGES_EVERY_MS = 2000;
+  let changesTimer = null;
+  let changesPending = false;
+  function changes() {
+    if (changesTimer) {
+      changesPending = true;
+      return;
+    }
+    document.body.dispatchEvent(new CustomEvent("gantry:changes"));
+    changesTimer = setTimeout(() => {
+      changesTimer = null;
+      if (changesPending) {
+        changesPending = false;
+        changes();
+      }
+    }, CHANGES_EVERY_MS);
   }
 
   function connect() {

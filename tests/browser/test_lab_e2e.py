@@ -284,5 +284,11 @@ def test_two_learners_and_an_instructor_at_once(stack: Stack, browser: Any, shot
         "of 1.0 GB"
     )
     shots(teacher, "class")
+    # live: ann kills her top; the open Class page follows (coalesced, not reloaded by hand)
+    ann_page.goto(f"{stack.url}/containers/{ann}/run/")
+    ann_page.get_by_test_id("run-kill").click()
+    expect(teacher.locator("tr[data-learner='ann']")).to_contain_text(
+        "Exited", timeout=STEP_TIMEOUT
+    )
     for page in (ann_page, cid_page, teacher):
         page.context.close()

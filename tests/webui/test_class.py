@@ -45,6 +45,8 @@ async def test_only_instructors_and_admins_see_the_class(
         client = await client_of(who)
         page = await client.get("/class/")
         assert page.status_code == 200 and 'data-learner="alice"' in page.content.decode()
+        for not_a_learner in ("teach", admin_user_.get_username()):  # rows are learners only
+            assert f'data-learner="{not_a_learner}"' not in page.content.decode()
         assert ">Class</a>" in (await client.get("/containers/")).content.decode()
 
 
