@@ -50,6 +50,7 @@ from engine.spec.users import MAX_DB_BYTES
 from engine.storage import quotas
 from engine.storage.containers import CONFIGURED, CREATED, ContainerRecord, Containers
 from engine.storage.containers import publish_container_event as _publish
+from engine.storage.podjson import mount_json
 from engine.storage.sandbox import bind_roots
 
 GENERATED = "config.generated.json"
@@ -264,6 +265,7 @@ class SpecService:
             "text": "",
             "modified": False,
             "errors": [],
+            "mounts": [mount_json(v) for v in record.options.volumes],  # as inspect's Mounts
         }
         if not out["exists"]:
             return out

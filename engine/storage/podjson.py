@@ -134,7 +134,7 @@ def inspect_json(
             "OpenStdin": o.interactive,
             "Labels": dict(o.labels) or None,
         },
-        "Mounts": [_mount_json(v) for v in o.volumes],
+        "Mounts": [mount_json(v) for v in o.volumes],
         "GraphDriver": {
             "Name": "overlay",
             "Data": {
@@ -147,7 +147,7 @@ def inspect_json(
     }
 
 
-def _mount_json(v: Volume) -> dict[str, Any]:
+def mount_json(v: Volume) -> dict[str, Any]:
     """One bind mount as podman inspect shows it."""
     out: dict[str, Any] = {
         "Type": "bind",

@@ -72,6 +72,13 @@ async def test_a_learners_lab_shows_and_resets(
     assert 'aria-label="disk used by alice"' in table and "0\xa0bytes</span> of 1.0\xa0GB" in table
     storage = (await instructor.get(f"/containers/{own.container_id}/storage/")).content.decode()
     assert "Disk of alice" in storage and "of 1.0\xa0GB" in storage
+    # what alice typed and the host path runc binds, on the Storage and Spec tabs
+    real = f'<td class="mono">{sandbox / "mnt"} <span class="hint">'
+    spec = (await learner.get(f"/containers/{own.container_id}/spec/")).content.decode()
+    for page in (storage, spec):
+        assert '<td class="mono">/mnt</td>' in page and real in page
+    checks = (await learner.get("/lab/checks")).content.decode()
+    assert f"/mnt is <code>{sandbox / 'mnt'}</code> on the host" in checks
 
     r = await instructor.post("/class/alice/reset", headers=HX)
     assert r.status_code == 200 and "not started" in r.content.decode()

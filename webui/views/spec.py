@@ -143,9 +143,10 @@ def _form_values(spec: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _header(name: str, state: str) -> dict[str, Any]:
-    """What the container page's header (containers/detail.html) shows, in inspect's shape."""
-    return {"Name": name, "State": {"Status": state}}
+def _header(name: str, state: str, mounts: list[Any] | None = None) -> dict[str, Any]:
+    """What the container page's header (containers/detail.html) and its volumes
+    (containers/volumes.html) show, in inspect's shape."""
+    return {"Name": name, "State": {"Status": state}, "Mounts": mounts or []}
 
 
 def _commands(info: dict[str, Any]) -> list[tuple[str, str]]:
@@ -182,7 +183,7 @@ async def _page_context(
         "nav": "containers",
         "tab": "spec",
         "container_id": container_id,
-        "c": _header(info["name"], info["state"]),
+        "c": _header(info["name"], info["state"], info.get("mounts")),
         "info": info,
         "text": text,
         "form": _form_values(_parsed(text), meta),
