@@ -77,33 +77,10 @@ class Bench:
 
     # -- set-up ---------------------------------------------------------------------------------
     def start_redis(self) -> None:
+        from tests.redisproc import start_redis
+
         sock = self.tmp / "redis.sock"
-        self.procs.append(
-            subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    "0",
-                    "--unixsocket",
-                    str(sock),
-                    "--unixsocketperm",
-                    "700",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self.tmp),
-                ],  # fmt: skip
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        deadline = time.monotonic() + 10
-        while not sock.exists():
-            if time.monotonic() > deadline:
-                raise SystemExit("redis-server did not start")
-            time.sleep(0.02)
+        self.procs.append(start_redis(sock, self.tmp))
         os.environ.update(
             GANTRY_REDIS_URL=f"unix://{sock}",
             GANTRY_WEB_HOME=str(self.tmp / "web"),

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from django.conf import settings
 
 from engine.config import EngineConfig
 from engine.core import Engine
+from tests.redisproc import start_redis
 from tests.settings import TEST_TMP
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,33 +36,10 @@ def redis_server() -> Iterator[str]:
     sock = Path(TEST_TMP) / "redis.sock"
     if shutil.which("redis-server") is None:
         pytest.exit("redis-server is not installed: run ./gantry test, which installs it", 2)
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            TEST_TMP,
-            "--loglevel",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not sock.exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            pytest.exit("redis-server did not start", 2)
-        time.sleep(0.02)
+    try:
+        proc = start_redis(sock, TEST_TMP)
+    except RuntimeError as err:
+        pytest.exit(str(err), 2)
     yield str(sock)
     proc.terminate()
     proc.wait(10)
