@@ -76,12 +76,37 @@ def _from_file(path: Path) -> dict[str, Any]:
     return out
 
 
+def config_path(config_file: str | Path | None = None) -> Path:
+    """The engine.json in use: the argument, else $GANTRY_CONFIG, else /etc/gantry/engine.json."""
+    return Path(config_file or os.environ.get("GANTRY_CONFIG") or DEFAULT_CONFIG)
+
+
+def first_file(registry_port: int) -> dict[str, Any]:
+    """What a fresh install's engine.json holds: the lab's `-v /mnt:/mnt` allowed for admins
+    (learners bind from their own sandboxes whatever it says), and the demo registry, plain
+    http on loopback, marked insecure. Everything else is EngineConfig's defaults."""
+    return {"volume_allowlist": ["/mnt"], "insecure_registries": [f"127.0.0.1:{registry_port}"]}
+
+
+def init_file(path: Path, registry_port: int) -> bool:
+    """Write first_file() at ``path`` unless a file is there already (it is the admin's then);
+    True if it was written."""
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as out:
+        json.dump(first_file(registry_port), out, indent=2)
+        out.write("\n")
+    return True
+
+
 def load_config(
     root: str | Path | None = None, config_file: str | Path | None = None, node: str | None = None
 ) -> EngineConfig:
     """Build the configuration: explicit arguments, then environment, then the file."""
-    path = Path(config_file or os.environ.get("GANTRY_CONFIG") or DEFAULT_CONFIG)
-    values = _from_file(path)
+    values = _from_file(config_path(config_file))
     root_value = root or os.environ.get("GANTRY_ROOT") or DEFAULT_ROOT
     values["root"] = Path(root_value).absolute()
     sandbox = os.environ.get("GANTRY_SANDBOX_ROOT")

@@ -43,6 +43,19 @@ def test_add_prints_a_one_time_password_that_logs_in() -> None:
     assert users.role_of(users.find("ann")) == users.LEARNER
 
 
+def test_the_first_start_makes_one_admin_and_says_its_password_once() -> None:
+    out = io.StringIO()
+    call_command("ensure_admin", stdout=out)
+    password = re.search(r"one-time password: (\S+)", out.getvalue())
+    assert password and "user: admin" in out.getvalue()
+    assert Client().login(username="admin", password=password.group(1))
+    assert users.role_of(users.find("admin")) == users.ADMIN
+    again = io.StringIO()
+    call_command("ensure_admin", stdout=again)  # every later start: nothing
+    assert again.getvalue() == ""
+    assert Client().login(username="admin", password=password.group(1))
+
+
 def test_roles_and_the_list_as_json() -> None:
     run("add", "boss", "--role", "admin")
     run("add", "teach", "--role", "instructor")
