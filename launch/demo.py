@@ -291,9 +291,10 @@ def served_digest(registry: str, name: str) -> str:
         return ""
 
 
-def push(registry: str) -> None:
+def push(registry: str) -> list[str]:
     """Our own layouts into our own registry (no signature policy applies), unless it
-    already serves the same digests; the references on stdout."""
+    already serves the same digests; answers the references."""
+    refs = []
     for name in IMAGES:
         ref = f"{registry}/gantry/{name}:latest"
         layout = demo_dir() / name
@@ -304,7 +305,8 @@ def push(registry: str) -> None:
                  "--dest-tls-verify=false", f"oci:{layout}:latest", f"docker://{ref}"],
                 stdout=subprocess.DEVNULL, check=True,
             )  # fmt: skip
-        print(ref, flush=True)
+        refs.append(ref)
+    return refs
 
 
 def main(argv: list[str]) -> int:
@@ -314,7 +316,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["check"]:
         return check()
     if argv[:1] == ["push"] and len(argv) == 2:
-        push(argv[1])
+        print("\n".join(push(argv[1])))
         return 0
     print(__doc__, file=sys.stderr)
     return 2

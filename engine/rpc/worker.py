@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import engine.api  # noqa: F401  (registers the verbs)
@@ -112,7 +113,9 @@ class Worker:
         *,
         max_threads: int = 32,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
+        self.on_ready = on_ready  # called once the start-up work is done and requests are taken
         self.layer = layer
         self.engine = engine
         self.channel = engine_channel(engine.config.node)
@@ -128,6 +131,8 @@ class Worker:
         ctx = Context(self.engine, publisher=self.publisher)
         await loop.run_in_executor(self.pool, run_startup, ctx)
         log.info("engine worker for node %s consuming %s", self.engine.config.node, self.channel)
+        if self.on_ready is not None:
+            self.on_ready()
         beat = asyncio.create_task(self._heartbeat(stop))
         try:
             while not stop.is_set():

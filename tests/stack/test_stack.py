@@ -4,6 +4,7 @@ HTTP; the engine shows online; kill the engine worker and the page says "engine 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,7 +17,9 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from engine.storage.containers import Containers
 from tests.conftest import requires
+from tests.imagetools import busybox_image
 from tests.stack.stackrun import REPO, Stack, wait_until
 
 pytestmark = [
@@ -125,15 +128,30 @@ def test_a_busy_port_is_said_at_once(stack: Stack) -> None:
     assert "ready: http" not in out.stderr
 
 
-def test_ctrl_c_stops_everything(stack: Stack) -> None:
+def test_ctrl_c_stops_everything_but_the_containers(stack: Stack) -> None:
+    """supervisord stops every program; conmon (and so the container) lives on."""
+    engine = stack.engine()
+    engine.ensure_root()
+    busybox_image(engine)
+    session = stack.login()
+    form = {"image": "localhost/busybox:latest", "name": "outlives", "command": "sleep 600"}
+    r = session.post(f"{stack.url}/containers/new", data=form, allow_redirects=False, timeout=30)
+    container_id = r.headers["Location"].strip("/").split("/")[-1]
+    session.post(f"{stack.url}/containers/{container_id}/run/start", timeout=30)
+    conmon = engine.get(Containers).load(container_id).conmon_pid
+    assert conmon and Path(f"/proc/{conmon}").exists()
     pids = [stack.pid(n) for n in ("web", "engine", "redis")]
     assert stack.proc is not None
     stack.proc.send_signal(signal.SIGINT)
     assert stack.proc.wait(30) == 0
-    time.sleep(0.5)
-    alive = [
-        p
-        for p in pids
-        if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]
-    ]
-    assert alive == []
+
+    def alive() -> list[int]:
+        out = []
+        for p in pids:
+            with contextlib.suppress(OSError):
+                if "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]:
+                    out.append(p)
+        return out
+
+    wait_until(lambda: alive() == [], 5)  # supervisord reaped them before it ended
+    assert Path(f"/proc/{conmon}").exists()  # Stack.stop sweeps it (and the container) away

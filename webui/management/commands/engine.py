@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+from pathlib import Path
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -46,4 +48,12 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(layer, engine, stop)
+        await serve(layer, engine, stop, on_ready=_say_ready)
+
+
+def _say_ready() -> None:
+    """$GANTRY_READY_FILE (set by launch/run.py): written once the worker takes requests, so
+    the launcher says "ready" only then (its start-up sweep is done)."""
+    ready = os.environ.get("GANTRY_READY_FILE")
+    if ready:
+        Path(ready).write_text(f"{os.getpid()}\n")
