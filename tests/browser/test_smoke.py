@@ -116,3 +116,32 @@ def wait_until_more_than(page: Any, items: list[float], count: int, timeout: flo
     while len(items) <= count:
         assert time.monotonic() < deadline, f"only {len(items)} sockets"
         page.wait_for_timeout(50)
+
+
+def test_a_restarted_web_server_is_followed_without_a_reload(stack: Stack, browser: Any) -> None:
+    """The web server killed under an open page: the badge says the page lost it, supervisord
+    starts it again, the page reconnects its socket by itself and shows what happened after
+    (a container made meanwhile by someone else), with no reload."""
+    from tests.imagetools import busybox_image
+
+    engine = stack.engine()
+    engine.ensure_root()
+    busybox_image(engine)
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(stack.url + "/login/")
+    log_in(page, stack)
+    badge = page.locator("#engine-status")
+    badge.locator("text=engine online").wait_for(timeout=10_000)
+    page.evaluate("window.gantryNotReloaded = true")
+
+    os.kill(stack.pid("web"), signal.SIGKILL)
+    page.locator("#engine-status[data-state='offline']").wait_for(timeout=10_000)
+    badge.locator("text=engine online").wait_for(timeout=30_000)
+    other = stack.login()  # someone else, through the web server that came back
+    form = {"image": "localhost/busybox:latest", "name": "made-meanwhile", "command": "true"}
+    r = other.post(f"{stack.url}/containers/new", data=form, allow_redirects=False, timeout=30)
+    assert r.status_code == 302, r.text[:300]
+    page.get_by_role("link", name="made-meanwhile").wait_for(timeout=15_000)
+    assert page.evaluate("window.gantryNotReloaded") is True
+    context.close()
