@@ -3,31 +3,22 @@ persistence, started and waited for."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import time
 from pathlib import Path
 
+OPTIONS = "--port 0 --unixsocketperm 700 --appendonly no --loglevel warning"
 
-def start_redis(sock: Path, workdir: Path | str, timeout: float = 10) -> subprocess.Popen[bytes]:
-    """redis-server listening on ``sock``; RuntimeError if it does not come up."""
+
+def start_redis(
+    sock: Path, workdir: Path | str, *extra: str, timeout: float = 10
+) -> subprocess.Popen[bytes]:
+    """redis-server listening on ``sock`` (``extra``: more of its options); RuntimeError if
+    it does not come up."""
+    argv = ["redis-server", *shlex.split(OPTIONS), "--save", "", "--unixsocket", str(sock)]
     proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            "--loglevel",
-            "warning",
-        ],  # fmt: skip
+        [*argv, "--dir", str(workdir), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -20,6 +20,8 @@ from typing import Any, TypeVar, cast
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from engine.errors import EngineError, EngineOfflineError, InvalidInputError, from_dict
 from engine.protocol import REQUEST_TYPE, USER_NAME_RE, default_node, engine_channel
@@ -78,15 +80,19 @@ async def _send_request(
         await layer.send(engine_channel(node), message)
     except ChannelFull as err:
         raise EngineOfflineError(f"engine on {node} is not taking requests (queue full)") from err
-    except (OSError, ConnectionError) as err:
+    except (OSError, ConnectionError, RedisConnectionError) as err:
         raise EngineOfflineError(f"channel layer unreachable: {err}") from err
+    except RedisError as err:  # up, but refusing writes: "OOM command not allowed" when full
+        raise EngineOfflineError(f"channel layer refused the request: {err}") from err
     return request_id
 
 
 async def _open(
-    op: str, args: dict[str, Any] | None, user: Any, node: str | None
+    op: str, args: dict[str, Any] | None, user: Any, node: str | None, timeout: float
 ) -> tuple[Any, str, str, str]:
-    """Send a request to the engine of ``node``: (channel layer, node, reply channel, id)."""
+    """Send a request to the engine of ``node``: (channel layer, node, reply channel, id).
+    Sending counts against the request's timeout: a Redis that stalls (DEBUG SLEEP, a full
+    disk under it) would otherwise hold the request for its socket timeout."""
     layer = get_channel_layer()
     if layer is None:
         raise EngineOfflineError("no channel layer configured")
@@ -94,8 +100,14 @@ async def _open(
     # The default prefix on purpose: channels_redis serves every process-local channel that
     # shares a prefix from one Redis key; a second prefix waits behind the websocket
     # consumers' receive (about a heartbeat, 1 s, per call).
-    reply_to = await layer.new_channel()
-    request_id = await _send_request(layer, node, op, args, user, reply_to)
+    try:
+        async with asyncio.timeout(timeout):
+            reply_to = await layer.new_channel()
+            request_id = await _send_request(layer, node, op, args, user, reply_to)
+    except TimeoutError as err:
+        raise EngineOfflineError(
+            f"channel layer did not take the request within {timeout:g}s (Redis slow or stuck)"
+        ) from err
     return layer, node, reply_to, request_id
 
 
@@ -109,8 +121,8 @@ async def call(
 ) -> Any:
     """Send one request and wait for its reply."""
     timeout = settings.GANTRY_RPC_TIMEOUT if timeout is None else timeout
-    layer, node, reply_to, request_id = await _open(op, args, user, node)
     deadline = time.monotonic() + timeout
+    layer, node, reply_to, request_id = await _open(op, args, user, node, timeout)
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -158,8 +170,8 @@ async def stream(
 ) -> AsyncIterator[dict[str, Any]]:
     """Send one request whose handler sends events to ``reply_to`` before its final reply;
     yield each event (not the reply). Raises the reply's error, if any, at the end."""
-    layer, node, reply_to, request_id = await _open(verb.name, encode(args), user, node)
     first = settings.GANTRY_RPC_TIMEOUT if timeout is None else timeout
+    layer, node, reply_to, request_id = await _open(verb.name, encode(args), user, node, first)
     wait = first
     while True:
         try:

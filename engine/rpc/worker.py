@@ -160,8 +160,11 @@ class Worker:
             stopped.cancel()
             try:
                 return receive.result()
-            except Exception:
-                log.exception("receive failed")
+            except Exception as err:  # the layer is gone or full: one line each, and retry
+                log.error(
+                    "receive failed: %s: %s", type(err).__name__, err,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )  # fmt: skip
                 await asyncio.sleep(0.5)
                 return None
         receive.cancel()
