@@ -7,7 +7,6 @@ mount or staging directory behind."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from tests.conftest import requires
 from tests.engine.clitools import engine_cli
 from tests.engine.runtools import RUNTIME_REASON, can_run_containers, create, wait_until
 from tests.imagetools import busybox_image
+from tests.procs import alive, conmon_pids
 
 pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]
 
@@ -40,32 +40,6 @@ def runc_states(root: Path) -> dict[str, str]:
     return {c["id"]: c["status"] for c in json.loads(done.stdout or "null") or []}
 
 
-def conmons_of(container_id: str) -> list[int]:
-    """The live conmon processes whose command line names the container."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        is_conmon = cmdline.startswith(b"conmon\0") or b"/conmon\0" in cmdline[:64]
-        if is_conmon and container_id.encode() in cmdline and alive(int(entry)):
-            out.append(int(entry))
-    return out
-
-
-def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_an_engine_killed_between_create_and_start_leaves_nothing_stuck(
     engine: Engine, tmp_path: Path
 ) -> None:
@@ -82,7 +56,7 @@ def test_an_engine_killed_between_create_and_start_leaves_nothing_stuck(
     cut = engine_cli(root, "--config", str(cut_config), "start", "cut")
     assert cut.returncode == -signal.SIGKILL, cut.stderr
     assert runc_states(root) == {record.id: "created"}  # created, never started
-    conmons = conmons_of(record.id)
+    conmons = conmon_pids(record.id)
     assert len(conmons) == 1  # waiting for a start that never comes
 
     listed = engine_cli(root, "ps", "-a", "--format", "json")
@@ -98,7 +72,7 @@ def test_an_engine_killed_between_create_and_start_leaves_nothing_stuck(
     assert removed.returncode == 0, removed.stderr
     assert runc_states(root) == {}
     assert not [pid for pid in conmons if alive(pid)], "the cut start's conmon was left"
-    assert conmons_of(record.id) == []
+    assert conmon_pids(record.id) == []
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(root) not in mounts
     assert not (root / "binds" / record.id).exists()

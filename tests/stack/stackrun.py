@@ -18,6 +18,8 @@ from typing import Any
 
 import requests
 
+from tests.procs import conmon_pids
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -175,17 +177,9 @@ def sweep_root(root: Path) -> None:
                 check=False,
                 timeout=30,
             )
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        is_conmon = cmdline.startswith(b"conmon\0") or b"/conmon\0" in cmdline[:64]
-        if is_conmon and str(root).encode() in cmdline:
-            with contextlib.suppress(OSError):
-                os.kill(int(pid), signal.SIGKILL)
+    for pid in conmon_pids(str(root)):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     for target in sorted((m for m in mounts if m.startswith(str(root) + "/")), reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True, check=False, timeout=30)
