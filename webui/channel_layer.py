@@ -24,23 +24,64 @@ import types
 from typing import Any
 
 from channels.exceptions import ChannelFull
+from channels_redis import core
 from channels_redis.core import RedisChannelLayer
 
 log = logging.getLogger("gantry.channel_layer")
 
 SEND_SCRIPT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, math.floor(now) - tonumber(ARGV[1]))
 if redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') >= tonumber(ARGV[2]) then
   return 0
 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
-"""
+"""  # scored by Redis's clock, not the sender's: see LayerClock
 SWEEP_EVERY = 5.0  # seconds between sweeps of queues nobody reads
 RETRY_DELAY = 0.5  # seconds between reads while Redis is unreachable
 LONG_QUEUE = 10  # a local channel this many times the layer's capacity behind is logged
 STUCK_QUEUE = 100  # ... and this many times behind, its consumer has stopped: it is cleared
+
+
+REANCHOR_EVERY = 10.0  # seconds between two readings of Redis's clock
+
+
+class LayerClock:
+    """The clock channels_redis scores and trims by (a message's age against ``expiry``, a
+    group member's against ``group_expiry``): the Redis server's, read every REANCHOR_EVERY
+    seconds and carried forward by this process's monotonic clock in between. channels_redis
+    reads the wall clock of whichever process sends; one whose clock jumped two days ahead
+    (an NTP step, libfaketime) trimmed every other member out of a group, and one behind wrote
+    messages every other process took as expired. Everything else is the ``time`` module."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.base, self.read_at = time.time(), time.monotonic()
+        self.reanchor()
+
+    def reanchor(self) -> None:
+        import redis
+
+        try:
+            client = redis.Redis.from_url(self.address, socket_timeout=0.5)
+            seconds, micros = client.time()
+            client.close()
+        except (redis.RedisError, OSError, ValueError):
+            return  # keep carrying the last reading forward
+        self.base, self.read_at = seconds + micros / 1e6, time.monotonic()
+
+    def time(self) -> float:
+        now = time.monotonic()
+        if now - self.read_at > REANCHOR_EVERY:
+            self.reanchor()
+            now = time.monotonic()
+        return self.base + (now - self.read_at)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
 
 
 class LocalChannels:
@@ -109,6 +150,9 @@ class LocalChannels:
 class GantryRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        address = self.hosts[0].get("address", "") if self.hosts else ""
+        if isinstance(address, str) and address and not isinstance(core.time, LayerClock):
+            core.time = LayerClock(address)
         # per event loop, per real channel ("specific.<client prefix>!" and other prefixes)
         self._local: dict[asyncio.AbstractEventLoop, dict[str, LocalChannels]] = {}
 
@@ -127,10 +171,9 @@ class GantryRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         else:
             index = next(self._send_index_generator)
         connection = self.connection(index)
-        now = time.time()
         sent = await connection.eval(
-            SEND_SCRIPT, 1, channel_key, int(now) - int(self.expiry),
-            self.get_capacity(channel), now, self.serialize(message), int(self.expiry),
+            SEND_SCRIPT, 1, channel_key, int(self.expiry),
+            self.get_capacity(channel), self.serialize(message),
         )  # fmt: skip
         if not sent:
             raise ChannelFull()

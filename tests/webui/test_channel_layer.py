@@ -229,3 +229,30 @@ async def test_a_publish_that_hangs_does_not_hold_the_ones_after_it(
     await asyncio.wait_for(layer.done.wait(), 5)
     await publisher.stop()
     assert layer.sent == [1, 2, 3]
+
+
+async def test_a_process_whose_wall_clock_jumps_loses_no_member_and_no_message(
+    web_and_engine: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock jumping, for one process alone (issue 25): the engine's wall clock two days
+    ahead, then three hours behind. channels_redis scored and trimmed by the sender's wall
+    clock: ahead, a group_send took every member as older than group_expiry and dropped them
+    all (heartbeats lost until the web reconnected); behind, its messages were taken as
+    expired by the next sender. The layer now keeps Redis's time (LayerClock)."""
+    import time as real_time
+
+    web, eng = web_and_engine
+    inbox = await web.new_channel()
+    await web.group_add("gantry.test-clock", inbox)
+    now = real_time.time()
+    monkeypatch.setattr(real_time, "time", lambda: now + 2 * 86400)
+    await eng.group_send("gantry.test-clock", {"type": "beat", "n": 1})
+    monkeypatch.setattr(real_time, "time", lambda: now - 3 * 3600)
+    await eng.send(inbox, {"type": "reply", "n": 2})
+    monkeypatch.undo()
+    await web.send(inbox, {"type": "reply", "n": 3})  # a sender on time trims what expired
+    got = [await asyncio.wait_for(web.receive(inbox), 5) for _ in range(3)]
+    assert [m["n"] for m in got] == [1, 2, 3]
+    await eng.group_send("gantry.test-clock", {"type": "beat", "n": 4})  # still a member
+    assert (await asyncio.wait_for(web.receive(inbox), 5))["n"] == 4
+    await web.group_discard("gantry.test-clock", inbox)
