@@ -16,6 +16,7 @@ registry.list   {}                               -> [{registry, username}] (no p
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from engine.registry import refs
 from engine.registry.credentials import Credentials
 
 DEFAULT_LEARNER_REGISTRIES = ("docker.io", "quay.io", "ghcr.io")
+
+log = logging.getLogger("gantry.engine.images")
 
 
 def learner_registries(ctx: Context) -> tuple[str, ...]:
@@ -145,3 +148,9 @@ def sweep_store(ctx: Context) -> None:
     store = ctx.engine.get(Store)
     store.sweep_tmp()
     store.gc()
+
+
+def recover_pulls(ctx: Context) -> None:
+    """At startup: the pulls a killed engine was running are said to have failed."""
+    for job in ctx.engine.get(Images).recover_interrupted(ctx.publisher):
+        log.warning("pull %s (job %s) was interrupted by an engine stop", job.ref, job.id)

@@ -8,6 +8,7 @@ from engine.api.base import StartupHook
 
 STARTUP: tuple[StartupHook, ...] = (
     images.sweep_store,
+    images.recover_pulls,
     containers.reconcile_mounts,
     files.reap_uploads,
     runtime.watch_exits,

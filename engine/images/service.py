@@ -11,6 +11,7 @@ about ten per second per job; a finished pull also sends {"kind": "image", "acti
 from __future__ import annotations
 
 import calendar
+import json
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from engine.errors import (
     InvalidStateError,
 )
 from engine.events import NullPublisher, Publisher
+from engine.hostfs import atomic
 from engine.images.pull import PullJob, Resolved, run_job, walk_index
 from engine.images.store import ImageRecord, Store
 from engine.protocol import EVENTS_GROUP
@@ -134,6 +136,9 @@ class Images:
         self.store = engine.get(Store)
         self._jobs: dict[str, PullJob] = {}
         self._lock = threading.Lock()
+        # <root>/pulls/<job>.json while a background pull runs: what a killed engine was
+        # pulling, so the next one can say those pulls failed (recover_interrupted)
+        self._ledger = Path(engine.config.root) / "pulls"
 
     # -- pulling ----------------------------------------------------------------------------
     def _client(self, ref: Reference, tls_verify: bool | None, cancel: threading.Event) -> Client:
@@ -183,6 +188,7 @@ class Images:
                     return existing
             job = PullJob(str(ref), str(want), user=user)
             self._jobs[job.id] = job
+            self._remember(job)
         throttle = _Throttle(publisher)
         thread = threading.Thread(
             target=self._run_pull,
@@ -203,6 +209,8 @@ class Images:
         except Exception as err:
             log.info("pull %s failed: %s", job.ref, getattr(err, "message", err))
             return
+        finally:
+            (self._ledger / f"{job.id}.json").unlink(missing_ok=True)
         publisher.publish(
             EVENTS_GROUP,
             {
@@ -213,6 +221,35 @@ class Images:
                 "names": record.names,
             },
         )
+
+    def _remember(self, job: PullJob) -> None:
+        self._ledger.mkdir(mode=0o700, exist_ok=True)
+        saved = {"ref": job.ref, "platform": job.platform, "user": job.user, "started": job.started}
+        atomic.write_json(self._ledger / f"{job.id}.json", saved)
+
+    def recover_interrupted(self, publisher: Publisher) -> list[PullJob]:
+        """At startup: the pulls a killed engine was running, as failed jobs a page shows
+        (and says so to open pages); their partial layers went with the store's sweep."""
+        if not self._ledger.is_dir():
+            return []
+        found = []
+        for path in sorted(self._ledger.glob("*.json")):
+            try:
+                saved = json.loads(path.read_text())
+                job = PullJob(str(saved["ref"]), str(saved.get("platform", "")), id=path.stem)
+                job.user, job.started = saved.get("user"), float(saved.get("started", 0))
+            except (OSError, ValueError, KeyError, TypeError):
+                path.unlink(missing_ok=True)
+                continue
+            job.state, job.finished = "error", time.time()
+            job.step = job.error = "interrupted: the engine stopped during this pull; pull again"
+            with self._lock:
+                self._jobs[job.id] = job
+            event = {"type": "engine.event", "kind": "pull"} | job.snapshot()
+            publisher.publish(EVENTS_GROUP, event)
+            path.unlink(missing_ok=True)
+            found.append(job)
+        return found
 
     def _prune(self) -> None:
         now = time.time()

@@ -1,19 +1,25 @@
-"""A registry killed in the middle of a blob (issue 25's fault matrix): the pull fails with a
-clear error within its timeout, its job says so, and no layer, image or temp file is left."""
+"""Pulls and faults (issue 25's matrix): a registry killed in the middle of a blob fails the
+pull with a clear error within its timeout, its job says so, and no layer, image or temp file
+is left; a pull whose engine was killed is a failed job for the next engine."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
+from engine.api.base import Context
+from engine.api.images import recover_pulls
 from engine.core import Engine
 from engine.errors import EngineError
+from engine.events import RecordingPublisher
 from engine.images.pull import PullJob
 from engine.images.service import Images
 from engine.images.store import Store
 from tests.engine.ocibuild import Dir, File, Layout
-from tests.registry import start_registry
+from tests.engine.runtools import wait_until
+from tests.registry import PushedImages, Registry, start_registry
 
 BIG = 24 * 1024 * 1024  # incompressible: the blob is as big, far more than socket buffers hold
 
@@ -63,3 +69,30 @@ def test_a_registry_killed_mid_blob_fails_the_pull_and_leaves_nothing(
     root = engine.config.root
     assert list((root / "layers").iterdir()) == []  # no half-written layer
     assert list((root / "tmp").iterdir()) == []
+
+
+def test_a_pull_the_engine_was_killed_in_says_it_failed(
+    engine: Engine, registry: Registry, pushed_images: PushedImages
+) -> None:
+    """A background pull is written down while it runs (and forgotten when it ends); the
+    pulls a killed engine left written down are failed jobs for the next one, so a page shows
+    'interrupted' rather than a card that never moves or vanishes."""
+    images = engine.get(Images)
+    done = images.start_pull(registry.ref(PushedImages.OCI), tls_verify=False)
+    deadline = time.monotonic() + 60
+    while done.running:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    ledger = engine.config.root / "pulls"
+    wait_until(lambda: list(ledger.iterdir()) == [])  # an ended pull is not written down
+
+    cut = PullJob(registry.ref("test/never:1"), user="ann")
+    images._remember(cut)  # what start_pull writes, then the engine is SIGKILLed
+    after = Engine(engine.config)  # the next engine process, on the same state root
+    events = RecordingPublisher()
+    recover_pulls(Context(after, publisher=events))
+    [job] = [j for j in after.get(Images).jobs() if j["job"] == cut.id]
+    assert job["state"] == "error" and "interrupted: the engine stopped" in job["error"]
+    assert job["user"] == "ann" and job["ref"] == cut.ref
+    assert [e["job"] for _, e in events.events if e.get("kind") == "pull"] == [cut.id]
+    assert list(ledger.iterdir()) == []
