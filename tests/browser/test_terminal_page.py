@@ -65,6 +65,8 @@ def test_the_console_pane(stack: Stack, browser: Any, shots: Any) -> None:
     page.set_viewport_size({"width": 700, "height": 800})
     page.keyboard.type("clear; stty size\n")
     expect(pane.locator(".xterm-rows")).not_to_contain_text(f"{wide[0]} {wide[1]}")
+    # the clear is drawn before stty's answer: wait for the answer itself, then read it
+    expect(pane.locator(".xterm-rows")).to_contain_text(re.compile(r"\d+ \d+"))
     narrow = [int(n) for n in re.findall(r"^(\d+) (\d+)\s*$", screen_text(page), re.M)[-1]]
     assert narrow[1] < wide[1]  # the pane was fitted again and the pty followed
 
