@@ -11,6 +11,7 @@ about ten per second per job; a finished pull also sends {"kind": "image", "acti
 from __future__ import annotations
 
 import calendar
+import contextlib
 import json
 import logging
 import threading
@@ -210,7 +211,8 @@ class Images:
             log.info("pull %s failed: %s", job.ref, getattr(err, "message", err))
             return
         finally:
-            (self._ledger / f"{job.id}.json").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (self._ledger / f"{job.id}.json").unlink(missing_ok=True)
         publisher.publish(
             EVENTS_GROUP,
             {
@@ -223,9 +225,16 @@ class Images:
         )
 
     def _remember(self, job: PullJob) -> None:
-        self._ledger.mkdir(mode=0o700, exist_ok=True)
+        """Best effort: a pull that cannot be written down (a full disk) still runs, and fails
+        or succeeds on its own; only its recovery after a crash is lost."""
         saved = {"ref": job.ref, "platform": job.platform, "user": job.user, "started": job.started}
-        atomic.write_json(self._ledger / f"{job.id}.json", saved)
+        try:
+            self._ledger.mkdir(mode=0o700, exist_ok=True)
+            atomic.write_json(self._ledger / f"{job.id}.json", saved)
+        except OSError as err:
+            log.warning(
+                "pull %s: not written down (%s): a crash would not be reported", job.ref, err
+            )
 
     def recover_interrupted(self, publisher: Publisher) -> list[PullJob]:
         """At startup: the pulls a killed engine was running, as failed jobs a page shows

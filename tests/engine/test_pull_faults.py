@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from engine.api.base import Context
 from engine.api.images import recover_pulls
 from engine.core import Engine
@@ -96,3 +98,16 @@ def test_a_pull_the_engine_was_killed_in_says_it_failed(
     assert job["user"] == "ann" and job["ref"] == cut.ref
     assert [e["job"] for _, e in events.events if e.get("kind") == "pull"] == [cut.id]
     assert list(ledger.iterdir()) == []
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_pull_that_cannot_be_written_down_still_runs(
+    engine: Engine, registry: Registry, pushed_images: PushedImages
+) -> None:
+    """The ledger is best effort: with <root>/pulls unusable (here a file in its place, as a
+    full disk would refuse it), the pull runs and ends as it would have."""
+    engine.ensure_root()
+    (engine.config.root / "pulls").write_text("not a directory")
+    job = engine.get(Images).start_pull(registry.ref(PushedImages.OCI), tls_verify=False)
+    wait_until(lambda: not job.running, timeout=60)
+    assert job.state == "done", job.error
