@@ -21,6 +21,7 @@ import fcntl
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -135,7 +136,7 @@ def registry_config(s: Settings) -> Path:
     """Debian's docker-registry: filesystem storage, delete enabled, no auth, plain http on
     loopback only; written at each start (its secret is new each time)."""
     s.registry_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    shutil_chown(s.registry_dir, s.web_user)
+    shutil.chown(s.registry_dir, s.web_user, s.web_user)
     conf = s.run / "registry.yml"
     conf.write_text(
         "# Written by ./gantry at each start: the demo registry.\n"
@@ -146,14 +147,8 @@ def registry_config(s: Settings) -> Path:
         "  headers:\n    X-Content-Type-Options: [nosniff]\n"
     )
     os.chmod(conf, 0o640)
-    shutil_chown(conf, "root", s.web_user)
+    shutil.chown(conf, "root", s.web_user)
     return conf
-
-
-def shutil_chown(path: Path, user: str, group: str | None = None) -> None:
-    import shutil
-
-    shutil.chown(path, user, group or user)
 
 
 # -- the programs ------------------------------------------------------------------------------
