@@ -51,7 +51,7 @@ async def test_only_instructors_and_admins_see_the_class(
 
 
 async def test_a_learners_lab_shows_and_resets(
-    engine_worker: Engine, alice: Any, teacher: Any
+    engine_worker: Engine, alice: Any, bob: Any, teacher: Any
 ) -> None:
     await sync_to_async(busybox_image)(engine_worker)
     learner = await client_of(alice)
@@ -80,11 +80,20 @@ async def test_a_learners_lab_shows_and_resets(
     checks = (await learner.get("/lab/checks")).content.decode()
     assert f"/mnt is <code>{sandbox / 'mnt'}</code> on the host" in checks
 
+    # bob follows the seed without the Lab page: his row shows his container all the same
+    bobs = await client_of(bob)
+    made = {"image": IMAGE, "name": "own", "volumes": "/mnt:/mnt"}
+    assert (await bobs.post("/containers/new", made, headers=HX)).status_code == 200
+    table = (await instructor.get("/class/table")).content.decode()
+    row = table.split('data-learner="bob"')[1].split("</tr>")[0]
+    assert "not started" in row and "bob.own" in row and "none yet" not in row
+
     r = await instructor.post("/class/alice/reset", headers=HX)
     assert r.status_code == 200 and "not started" in r.content.decode()
     assert not await Ownership.objects.filter(owner=alice).aexists()
     assert not await LabRun.objects.filter(user=alice).aexists()
-    assert await sync_to_async(engine_worker.get(Containers).list)() == []
+    left = await sync_to_async(engine_worker.get(Containers).list)()
+    assert [r.name for r in left] == ["bob.own"]  # only alice's lab was reset
     assert not await sync_to_async(sandbox.exists)()
     event = await AuditEvent.objects.filter(action="lab.reset").afirst()
     assert event is not None and event.ok and event.target == "alice"

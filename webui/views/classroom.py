@@ -40,8 +40,9 @@ async def _teacher(request: HttpRequest) -> Any:
 
 
 def _learners() -> list[dict[str, Any]]:
-    """Every active learner, with their latest lab run and their last action (three queries,
-    whatever the size of the class)."""
+    """Every active learner, with their latest lab run, their newest container (the one the
+    row shows when they follow the seed without the Lab page) and their last action (four
+    queries, whatever the size of the class)."""
     last = dict(
         AuditEvent.objects.values_list("user").annotate(at=Max("at")).values_list("user", "at")
     )
@@ -49,7 +50,19 @@ def _learners() -> list[dict[str, Any]]:
     latest: dict[int, LabRun] = {}
     for run in LabRun.objects.filter(user__in=people).order_by("started_at", "pk"):
         latest[run.user_id] = run  # the newest wins
-    return [{"user": u, "run": latest.get(u.pk), "last": last.get(u.pk)} for u in people]
+    newest: dict[int, str] = {}
+    for own in Ownership.objects.filter(owner__in=people).order_by("created_at", "pk"):
+        newest[own.owner_id] = own.container_id
+    return [
+        {"user": u, "run": latest.get(u.pk), "last": last.get(u.pk), "newest": newest.get(u.pk)}
+        for u in people
+    ]
+
+
+def _container_of(learner: dict[str, Any]) -> str:
+    """The container a learner's row shows: their lab's, else their newest ("" if none)."""
+    run: LabRun | None = learner["run"]
+    return (run.container_id if run else "") or learner["newest"] or ""
 
 
 async def _row(viewer: Any, learner: dict[str, Any], states: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +70,7 @@ async def _row(viewer: Any, learner: dict[str, Any], states: dict[str, Any]) -> 
     run: LabRun | None = learner["run"]
     row = {"name": learner["user"].get_username(), "last": learner["last"], "run": run}
     if run is None:
-        return row | {"done": [], "count": 0}
+        return row | {"done": [], "count": 0, "container": states.get(_container_of(learner))}
     reached = dict(run.reached)
     try:
         args = verbs.LabCheck(image=run.image, container=run.container_id)
@@ -70,8 +83,7 @@ async def _row(viewer: Any, learner: dict[str, Any], states: dict[str, Any]) -> 
     except EngineError as err:
         row["error"] = error_text(err)
     done = [title for key, title in LAB_CHECKS if key in reached]
-    container = states.get(run.container_id) if run.container_id else None
-    return row | {"done": done, "count": len(done), "container": container}
+    return row | {"done": done, "count": len(done), "container": states.get(_container_of(learner))}
 
 
 async def _states(viewer: Any, ids: list[str]) -> dict[str, Any]:
@@ -101,7 +113,7 @@ async def _disks(viewer: Any, names: list[str]) -> dict[str, Any]:
 
 async def _table_context(viewer: Any) -> dict[str, Any]:
     learners = await sync_to_async(_learners)()
-    ids = [x["run"].container_id for x in learners if x["run"] and x["run"].container_id]
+    ids = [cid for cid in map(_container_of, learners) if cid]
     states = await _states(viewer, ids)
     names = [x["user"].get_username() for x in learners]
     disks = await _disks(viewer, [n for n in names if USER_NAME_RE.match(n)])
