@@ -24,6 +24,7 @@ from django_htmx.http import trigger_client_event
 
 from engine.errors import EngineError, NotFoundError, PolicyError
 from engine.protocol import LAB_CHECKS, USER_NAME_RE, verbs
+from engine.protocol.check import Verb
 from webui import engine_client, users
 from webui.answers import error_text
 from webui.models import AuditEvent, LabRun, Ownership
@@ -86,37 +87,23 @@ async def _row(viewer: Any, learner: dict[str, Any], states: dict[str, Any]) -> 
     return row | {"done": done, "count": len(done), "container": states.get(_container_of(learner))}
 
 
-async def _states(viewer: Any, ids: list[str]) -> dict[str, Any]:
-    if not ids:
-        return {}
+async def _keyed(viewer: Any, verb: Verb[Any, Any], args: Any, key: str) -> dict[str, Any]:
+    """The rows a verb answers, by ``key``; none if the engine does not answer (the table
+    then shows what the database knows)."""
     try:
-        listed = await engine_client.request(
-            verbs.CONTAINER_LIST, verbs.ListContainers(ids=ids), user=viewer, timeout=RUN_TIMEOUT
-        )
+        rows = await engine_client.request(verb, args, user=viewer, timeout=RUN_TIMEOUT)
     except EngineError:
         return {}
-    return {row["Id"]: row for row in listed}
-
-
-async def _disks(viewer: Any, names: list[str]) -> dict[str, Any]:
-    """Each learner's disk against the learners' quota (engine.storage.quotas)."""
-    if not names:
-        return {}
-    try:
-        used = await engine_client.request(
-            verbs.SANDBOX_USAGE, verbs.SandboxUsage(names=names), user=viewer, timeout=RUN_TIMEOUT
-        )
-    except EngineError:
-        return {}
-    return {d["name"]: d for d in used}
+    return {row[key]: row for row in rows}
 
 
 async def _table_context(viewer: Any) -> dict[str, Any]:
     learners = await sync_to_async(_learners)()
     ids = [cid for cid in map(_container_of, learners) if cid]
-    states = await _states(viewer, ids)
-    names = [x["user"].get_username() for x in learners]
-    disks = await _disks(viewer, [n for n in names if USER_NAME_RE.match(n)])
+    states = await _keyed(viewer, verbs.CONTAINER_LIST, verbs.ListContainers(ids=ids), "Id")
+    names = [n for n in (x["user"].get_username() for x in learners) if USER_NAME_RE.match(n)]
+    # each learner's disk against the learners' quota (engine.storage.quotas)
+    disks = await _keyed(viewer, verbs.SANDBOX_USAGE, verbs.SandboxUsage(names=names), "name")
     rows = list(await asyncio.gather(*(_row(viewer, learner, states) for learner in learners)))
     for row in rows:
         row["disk"] = disks.get(row["name"])
