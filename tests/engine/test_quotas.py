@@ -196,3 +196,21 @@ def test_a_learner_past_their_disk_quota_writes_creates_and_starts_nothing(
     # room again once a file is deleted
     invoke(ann, verbs.FS_DELETE, verbs.FsDelete(id=mine.id, path="/one"))
     create(ann, "another")
+
+
+@pytest.mark.parametrize(
+    ("args", "refusal"),
+    [
+        (verbs.SandboxUsage(names=["../etc"]), "cannot name a sandbox"),
+        (verbs.SandboxUsage(names=["ann"], role="root"), "learner, instructor or admin"),
+    ],
+)
+def test_sandbox_usage_refuses_what_names_no_sandbox(
+    engine: Engine, args: verbs.SandboxUsage, refusal: str
+) -> None:
+    from engine.api.base import invoke
+
+    teacher = as_user(engine, "tess", INSTRUCTOR)
+    with pytest.raises(PolicyError, match=refusal):
+        invoke(teacher, verbs.SANDBOX_USAGE, args)
+    assert not (engine.config.sandbox_root / "etc").exists()  # nothing made on the way
