@@ -11,11 +11,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from engine.errors import EngineError, EngineOfflineError
 from engine.protocol import DATA, END, ERROR, STOP_SUFFIX
 
-IDLE_TIMEOUT = 20  # seconds without a chunk: the engine is gone (below Redis' socket timeout)
+
+def idle_timeout() -> float:
+    """Seconds without a chunk on an empty lane after which the engine is gone (killed,
+    restarted): the RPC timeout. While the reader is behind, the lane is never empty."""
+    return float(settings.GANTRY_RPC_TIMEOUT)
 
 
 def _layer() -> Any:
@@ -41,7 +46,7 @@ async def read_lane(key: str) -> AsyncIterator[bytes]:
     finished = False
     try:
         while True:
-            got = await conn.blpop([key], timeout=IDLE_TIMEOUT)
+            got = await conn.blpop([key], timeout=idle_timeout())
             if got is None:
                 raise EngineOfflineError("download: the engine stopped sending")
             item: bytes = got[1]

@@ -24,7 +24,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from engine.errors import EngineError, EngineOfflineError, InvalidInputError, from_dict
-from engine.protocol import REQUEST_TYPE, USER_NAME_RE, default_node, engine_channel
+from engine.protocol import (
+    REPLY_TYPE,
+    REQUEST_TYPE,
+    USER_NAME_RE,
+    WORKING_INTERVAL,
+    WORKING_TYPE,
+    default_node,
+    engine_channel,
+)
 from engine.protocol.check import Verb, encode
 
 A = TypeVar("A")
@@ -119,21 +127,37 @@ async def call(
     timeout: float | None = None,
     node: str | None = None,
 ) -> Any:
-    """Send one request and wait for its reply."""
-    timeout = settings.GANTRY_RPC_TIMEOUT if timeout is None else timeout
+    """Send one request and wait for its reply: at most ``timeout`` in all, and never longer
+    than the RPC timeout without a word from the engine (it says "working" every
+    WORKING_INTERVAL seconds on a long request), so an engine killed in the middle of a
+    request is reported within the RPC timeout, not the request's whole allowance."""
+    rpc_timeout = float(settings.GANTRY_RPC_TIMEOUT)
+    quiet = max(rpc_timeout, 2.5 * WORKING_INTERVAL)  # two "working" notes may be late
+    timeout = rpc_timeout if timeout is None else timeout
     deadline = time.monotonic() + timeout
     layer, node, reply_to, request_id = await _open(op, args, user, node, timeout)
+    heard = time.monotonic()
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        now = time.monotonic()
+        if now >= deadline:
             raise EngineOfflineError(
                 f"engine offline: no answer from node {node} within {timeout:g}s"
             )
+        if now - heard >= quiet:
+            raise EngineOfflineError(
+                f"engine offline: node {node} went quiet for {quiet:g}s while handling {op} "
+                "(it may have restarted): whether it took effect is unknown; look again"
+            )
+        wait = min(deadline, heard + quiet) - now
         try:
-            reply = await asyncio.wait_for(layer.receive(reply_to), remaining)
+            reply = await asyncio.wait_for(layer.receive(reply_to), wait)
         except TimeoutError:
             continue
-        if reply.get("type") == "engine.reply" and reply.get("id") == request_id:
+        if reply.get("id") != request_id:
+            continue
+        if reply.get("type") == WORKING_TYPE:
+            heard = time.monotonic()
+        elif reply.get("type") == REPLY_TYPE:
             return _result(reply)
 
 
@@ -165,12 +189,14 @@ async def stream(
     *,
     user: Any = None,
     timeout: float | None = None,
-    idle_timeout: float = 30.0,
+    idle_timeout: float | None = None,
     node: str | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Send one request whose handler sends events to ``reply_to`` before its final reply;
-    yield each event (not the reply). Raises the reply's error, if any, at the end."""
+    yield each event (not the reply). Raises the reply's error, if any, at the end. Between
+    two messages (events or "working" notes) at most ``idle_timeout``, the RPC timeout."""
     first = settings.GANTRY_RPC_TIMEOUT if timeout is None else timeout
+    idle_timeout = settings.GANTRY_RPC_TIMEOUT if idle_timeout is None else idle_timeout
     layer, node, reply_to, request_id = await _open(verb.name, encode(args), user, node, first)
     wait = first
     while True:
@@ -179,7 +205,9 @@ async def stream(
         except TimeoutError as err:
             raise EngineOfflineError(f"engine offline: node {node} stopped answering") from err
         wait = idle_timeout
-        if message.get("type") == "engine.reply":
+        if message.get("type") == WORKING_TYPE:
+            continue
+        if message.get("type") == REPLY_TYPE:
             if message.get("id") == request_id:
                 _result(message)
                 return

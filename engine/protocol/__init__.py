@@ -8,6 +8,11 @@ import socket
 
 REQUEST_TYPE = "engine.request"
 REPLY_TYPE = "engine.reply"
+# Sent to a request's reply channel every WORKING_INTERVAL seconds while the engine works on it:
+# a caller that hears nothing for its timeout knows the engine is gone (killed, restarted) at
+# once, not when a long request's whole allowance (a start's: a minute) has passed.
+WORKING_TYPE = "engine.working"
+WORKING_INTERVAL = 2.0
 # Channel names as the channel layer accepts them (channels' own rule, plus a length cap).
 CHANNEL_RE = re.compile(r"^[a-zA-Z\d\-_.]+(![\w\-.]*)?$")
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -21,7 +21,14 @@ from engine.api.base import Context
 from engine.api.terminal import handle_term_message
 from engine.core import Engine
 from engine.errors import InvalidInputError
-from engine.protocol import CHANNEL_RE, NODES_GROUP, TERM_TYPE, engine_channel
+from engine.protocol import (
+    CHANNEL_RE,
+    NODES_GROUP,
+    TERM_TYPE,
+    WORKING_INTERVAL,
+    WORKING_TYPE,
+    engine_channel,
+)
 from engine.rpc.dispatch import dispatch, parse_request, reply_error, run_startup
 from engine.runtime.nodeinfo import node_info
 
@@ -113,6 +120,7 @@ class Worker:
         *,
         max_threads: int = 32,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        working_interval: float = WORKING_INTERVAL,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.on_ready = on_ready  # called once the start-up work is done and requests are taken
@@ -121,6 +129,7 @@ class Worker:
         self.channel = engine_channel(engine.config.node)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_threads, "engine")
         self.heartbeat_interval = heartbeat_interval
+        self.working_interval = working_interval
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -189,10 +198,17 @@ class Worker:
                 await self._reply(reply_to, reply_error(req_id, err))
             return
         loop = asyncio.get_running_loop()
-        reply = await loop.run_in_executor(
-            self.pool, dispatch, self.engine, request, self.publisher
-        )
-        await self._reply(request.reply_to, reply)
+        work = loop.run_in_executor(self.pool, dispatch, self.engine, request, self.publisher)
+        while not (await asyncio.wait({work}, timeout=self.working_interval))[0]:
+            await self._still_working(request.reply_to, request.id)
+        await self._reply(request.reply_to, work.result())
+
+    async def _still_working(self, channel: str, request_id: str) -> None:
+        """Tell the caller of a long request that this engine is still on it."""
+        try:
+            await self.layer.send(channel, {"type": WORKING_TYPE, "id": request_id})
+        except Exception as err:  # full or gone: the caller times out as it would have
+            log.debug("working note to %s lost: %s", channel, err)
 
     async def _reply(self, channel: str, reply: dict[str, Any]) -> None:
         try:

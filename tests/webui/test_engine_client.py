@@ -78,3 +78,43 @@ async def test_heartbeats_reach_the_nodes_group(engine_worker: Engine, channel_l
     assert beat["type"] == "engine.heartbeat"
     assert beat["node"] == engine_worker.config.node
     assert beat["info"]["runc"]
+
+
+def slow_verb(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    from engine.api import base
+
+    def slow(ctx: Any, args: Any) -> str:
+        time.sleep(seconds)
+        return "done"
+
+    verb: Verb[NoArgs, str] = Verb("node.slow", NoArgs, "node")
+    monkeypatch.setitem(base.OPS, "node.slow", base.Handler(verb, slow))
+
+
+async def test_a_long_request_is_kept_alive_past_the_rpc_timeout(
+    engine_worker: Engine, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """A request allowed longer than the RPC timeout (a start: a minute) gets its answer: the
+    engine says "working" while it runs, so the caller does not take it for gone."""
+    settings.GANTRY_RPC_TIMEOUT = 5.0
+    slow_verb(monkeypatch, 6.5)
+    assert await engine_client.call("node.slow", timeout=30) == "done"
+
+
+async def test_an_engine_gone_quiet_is_reported_within_the_rpc_timeout(
+    channel_layer: Any, settings: Any
+) -> None:
+    """An engine that took a request and died (nothing answers, nothing says "working") is
+    reported after the RPC timeout, not after the request's whole allowance."""
+    settings.GANTRY_RPC_TIMEOUT = 5.0
+    node = "taken-and-dead"
+
+    async def take_and_die() -> None:
+        await channel_layer.receive(engine_channel(node))  # the request, never answered
+
+    taker = asyncio.create_task(take_and_die())
+    started = time.monotonic()
+    with pytest.raises(EngineOfflineError, match="went quiet for 5s while handling node.info"):
+        await engine_client.call("node.info", timeout=60, node=node)
+    assert 5.0 <= time.monotonic() - started < 7.0
+    await taker
