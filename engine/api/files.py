@@ -29,7 +29,7 @@ from engine.api.base import Context, op
 from engine.api.containers import record_of
 from engine.files.bulk import BulkWriter
 from engine.files.explorer import Files
-from engine.files.transfer import Transfers
+from engine.files.transfer import Transfers, upload_idle
 from engine.protocol import verbs
 from engine.protocol.verbs import Json
 from engine.storage import quotas
@@ -37,7 +37,7 @@ from engine.storage.containers import Containers
 from engine.storage.records import ContainerRecord
 
 log = logging.getLogger("gantry.engine.files")
-REAP_INTERVAL = 60.0
+REAP_INTERVAL = 30.0  # at most; half the upload idle time when that is shorter
 
 
 def with_room(ctx: Context, ref: str, adding: int = 0) -> ContainerRecord:
@@ -195,9 +195,10 @@ def reap_uploads(ctx: Context) -> None:
     """Abandoned uploads (the browser went away) are aborted after a while: their temporary
     files go, the old files stay."""
     transfers = ctx.engine.get(Transfers)
+    interval = min(REAP_INTERVAL, max(0.5, upload_idle(ctx.engine) / 2))
 
     def loop() -> None:
-        while not ctx.engine.stopping.wait(REAP_INTERVAL):
+        while not ctx.engine.stopping.wait(interval):
             try:
                 transfers.reap()
             except Exception:

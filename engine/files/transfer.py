@@ -38,7 +38,9 @@ from engine.storage.sandbox import bind_roots
 
 CHUNK = 448 * 1024  # bytes per download message (a message stays under 512 KiB)
 DEFAULT_MAX_UPLOAD = 2 * 1024 * 1024 * 1024
-UPLOAD_IDLE_SECONDS = 600.0
+# The web has a whole file before it begins an upload and sends its chunks back to back: one
+# idle for a minute was abandoned (the web server or Redis went away mid-upload).
+UPLOAD_IDLE_SECONDS = 60.0
 MAX_UPLOADS = 64
 
 
@@ -46,6 +48,13 @@ def max_upload(engine: Engine) -> int:
     """The upload size limit: engine policy "files.max_upload_bytes", else 2 GiB."""
     value = engine.config.policy.get("files.max_upload_bytes", DEFAULT_MAX_UPLOAD)
     return int(value) if isinstance(value, int) and value > 0 else DEFAULT_MAX_UPLOAD
+
+
+def upload_idle(engine: Engine) -> float:
+    """Seconds an upload may wait for its next chunk: policy "files.upload_idle_seconds"."""
+    value = engine.config.policy.get("files.upload_idle_seconds", UPLOAD_IDLE_SECONDS)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return float(value) if ok else UPLOAD_IDLE_SECONDS
 
 
 # -- uploads --------------------------------------------------------------------------------
@@ -121,7 +130,9 @@ class Transfers:
         with self._lock:
             upload = self.uploads.get(upload_id)
         if upload is None or upload.user != user:
-            raise NotFoundError("upload: no such upload (it may have expired)")
+            raise NotFoundError(
+                "upload: no such upload (idle too long, or the engine restarted); nothing saved"
+            )
         return upload
 
     def upload_chunk(
@@ -176,10 +187,11 @@ class Transfers:
         upload.stack.close()
 
     def reap(self, now: float | None = None) -> int:
-        """Abort uploads idle for longer than UPLOAD_IDLE_SECONDS. Returns how many."""
+        """Abort uploads idle for longer than upload_idle(). Returns how many."""
         now = time.monotonic() if now is None else now
+        idle = upload_idle(self.engine)
         with self._lock:
-            stale = [u for u in self.uploads.values() if now - u.touched > UPLOAD_IDLE_SECONDS]
+            stale = [u for u in self.uploads.values() if now - u.touched > idle]
         for upload in stale:
             self._drop(upload)
         return len(stale)

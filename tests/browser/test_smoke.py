@@ -145,3 +145,47 @@ def test_a_restarted_web_server_is_followed_without_a_reload(stack: Stack, brows
     page.get_by_role("link", name="made-meanwhile").wait_for(timeout=15_000)
     assert page.evaluate("window.gantryNotReloaded") is True
     context.close()
+
+
+def test_a_lost_channel_layer_is_shown_and_followed_when_it_returns(
+    stack: Stack, browser: Any
+) -> None:
+    """Redis stalled under an open page (SIGSTOP: the layer is there but answers nothing): the
+    badge says "engine offline" while it is gone and "engine online" after. Then Redis killed
+    (its groups, the page's subscriptions among them, die with it): supervisord starts it
+    again, the page finds the engine again by itself and follows what happens next (a
+    container made by someone else) with no reload."""
+    from tests.imagetools import busybox_image
+
+    engine = stack.engine()
+    engine.ensure_root()
+    busybox_image(engine)
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(stack.url + "/login/")
+    log_in(page, stack)
+    badge = page.locator("#engine-status")
+    badge.locator("text=engine online").wait_for(timeout=10_000)
+    page.evaluate("window.gantryNotReloaded = true")
+
+    redis = stack.pid("redis")
+    os.kill(redis, signal.SIGSTOP)
+    try:
+        badge.locator("text=engine offline").wait_for(timeout=10_000)
+    finally:
+        os.kill(redis, signal.SIGCONT)
+    badge.locator("text=engine online").wait_for(timeout=20_000)
+
+    os.kill(redis, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while stack.pid("redis") == redis:  # supervisord starts a new one
+        assert time.monotonic() < deadline, "redis did not come back"
+        page.wait_for_timeout(100)
+    badge.locator("text=engine online").wait_for(timeout=20_000)
+    other = stack.login()
+    form = {"image": "localhost/busybox:latest", "name": "made-after-redis", "command": "true"}
+    r = other.post(f"{stack.url}/containers/new", data=form, allow_redirects=False, timeout=30)
+    assert r.status_code == 302, r.text[:300]
+    page.get_by_role("link", name="made-after-redis").wait_for(timeout=15_000)
+    assert page.evaluate("window.gantryNotReloaded") is True
+    context.close()
