@@ -6,8 +6,8 @@ mount [NAME...]                               prints the merged path (no NAME: l
 unmount|umount [-f] [-a] NAME...
 diff [--format json] NAME                     A /path, C /path, D /path
 cp SRC DST                                    either side NAME:/path; DST - = tar to stdout
-ps [-a] [-q] [--format json]
-inspect NAME...                               podman inspect's JSON
+ps [-a] [-q] [-l] [-n N] [--no-trunc] [-f KEY=VALUE] [--format json|TEMPLATE]
+inspect [--type all|container|image] [--format TEMPLATE] NAME...   podman inspect's JSON
 rm [-f] NAME...
 """
 
@@ -21,9 +21,18 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.call import call
-from engine.cli.output import add_format, host_env, print_json, print_table
+from engine.cli.output import (
+    add_format,
+    go_time,
+    host_env,
+    is_json,
+    is_template,
+    print_json,
+    print_table,
+    print_template,
+)
 from engine.core import Engine
-from engine.errors import EngineError, InvalidInputError
+from engine.errors import EngineError, InvalidInputError, NotFoundError
 from engine.protocol import verbs
 
 if TYPE_CHECKING:
@@ -113,7 +122,7 @@ def cmd_unmount(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_diff(engine: Engine, args: argparse.Namespace) -> int:
     found = call(engine, verbs.CONTAINER_DIFF, verbs.Id(id=args.name))
-    if args.format == "json":
+    if is_json(args.format):
         print_json(
             {
                 "changed": [c["path"] for c in found if c["kind"] == "C"],
@@ -247,10 +256,13 @@ def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
         for r in records:
             print(r.id if args.no_trunc else r.short_id)
         return 0
-    if args.format == "json":
+    if is_json(args.format):
         print_json([ps_json(r) for r in records])
         return 0
     now = time.time()
+    if is_template(args.format):
+        print_template(args.format, [ps_row(r, now, args.no_trunc) for r in records], PS_TITLES)
+        return 0
     print_table(
         ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
         [
@@ -269,9 +281,64 @@ def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+PS_TITLES = {"ID": "CONTAINER ID", "CreatedHuman": "CREATED", "RunningFor": "CREATED"}
+
+
+def ps_row(record: ContainerRecord, now: float, no_trunc: bool) -> dict[str, Any]:
+    """What ``ps --format '{{...}}'`` sees of a container: podman's JSON fields, and the
+    ones its templates add (.ID short unless --no-trunc, .Names and .Command as text, .State
+    and .Status as the STATUS column, .Created as a Go time, .CreatedHuman/.RunningFor)."""
+    from engine.storage.podjson import created_text, ps_json, status_text
+
+    row = ps_json(record, now)
+    status, ago = status_text(record, now), created_text(record, now)
+    row.update(
+        ID=record.id if no_trunc else record.short_id,
+        Names=record.name,
+        Command=_command(record, no_trunc),
+        Created=go_time(record.created),
+        CreatedAt=go_time(record.created),
+        CreatedHuman=ago,
+        RunningFor=ago,
+        State=status,
+        Status=status,
+        Ports="",
+        Labels=row["Labels"] or {},
+    )
+    return row
+
+
+def inspect_one(engine: Engine, name: str, kind: str) -> dict[str, Any]:
+    """podman inspect's object: a container of that name or id, else (--type all) an image."""
+    if kind in ("all", "container"):
+        try:
+            found: dict[str, Any] = call(engine, verbs.CONTAINER_INSPECT, verbs.Id(id=name))
+            return found
+        except EngineError as err:
+            if err.code != "not_found" or kind == "container":
+                raise
+    try:
+        image: dict[str, Any] = call(engine, verbs.IMAGE_INSPECT, verbs.Image(image=name))
+        return image
+    except EngineError as err:
+        if err.code != "not_found" or kind == "image":
+            raise
+    raise NotFoundError(f'no such object: "{name}"')
+
+
 def cmd_inspect(engine: Engine, args: argparse.Namespace) -> int:
-    print_json([call(engine, verbs.CONTAINER_INSPECT, verbs.Id(id=n)) for n in args.names])
-    return 0
+    found, status = [], 0
+    for name in args.names:
+        try:
+            found.append(inspect_one(engine, name, args.type))
+        except EngineError as err:
+            print(f"Error: inspecting object: {err.message}", file=sys.stderr)
+            status = 125
+    if is_template(args.format):
+        print_template(args.format, found)
+    else:
+        print_json(found)  # "[]" too, as podman prints it before its error
+    return status
 
 
 def cmd_rm(engine: Engine, args: argparse.Namespace) -> int:
@@ -316,7 +383,12 @@ def register(sub: Any) -> None:
     p.add_argument("dst", metavar="DST")
 
     _register_ps(verb("ps", cmd_ps, "list containers"))
-    p = verb("inspect", cmd_inspect, "show containers' configuration and state as JSON")
+    p = verb("inspect", cmd_inspect, "show containers' or images' configuration as JSON")
+    add_format(p, "-f")
+    p.add_argument(
+        "-t", "--type", choices=["all", "container", "image"], default="all",
+        help="what NAME is (all: a container, else an image)",
+    )  # fmt: skip
     p.add_argument("names", nargs="+", metavar="NAME")
 
     p = verb("rm", cmd_rm, "remove containers")

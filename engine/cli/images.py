@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from engine.cli.call import call
-from engine.cli.output import add_format, print_json, print_table
+from engine.cli.output import (
+    add_format,
+    go_time,
+    is_json,
+    is_template,
+    print_json,
+    print_table,
+    print_template,
+)
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError
 from engine.protocol import verbs
@@ -182,28 +190,54 @@ def cmd_pull(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
+IMAGE_TITLES = {"ID": "IMAGE ID", "CreatedSince": "CREATED", "CreatedAt": "CREATED"}
+
+
+def image_rows(engine: Engine, no_trunc: bool) -> list[dict[str, Any]]:
+    """A row per name of each image (one "<none>" row for an image without names), with the
+    fields ``podman images --format '{{...}}'`` sees: .Repository .Tag .ID .Digest .Size
+    (human) .Created/.CreatedSince ("2 weeks ago") .CreatedAt, and the JSON fields."""
     from engine.images.service import created_unix, list_entry
 
-    records = _images(engine).images()
-    if args.format == "json":
-        print_json(_images(engine).list_json())
-        return 0
-    if args.quiet:
-        for record in records:
-            print(record.id.removeprefix("sha256:")[: None if args.no_trunc else 12])
-        return 0
-    rows = []
-    now = time.time()
-    for record in records:
+    now, rows = time.time(), []
+    for record in _images(engine).images():
         entry = list_entry(record)
-        image_id = entry["Id"] if args.no_trunc else entry["Id"][:12]
-        created = _ago(now - created_unix(record.config)) if created_unix(record.config) else ""
-        size = human_si(record.size)
+        created = created_unix(record.config)
+        ago = _ago(now - created) if created else ""
         for name in record.names or ["<none>:<none>"]:
             repo, _, tag = name.rpartition(":")
-            rows.append([repo, tag, image_id, created, size])
-    print_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
+            rows.append(
+                entry
+                | {
+                    "Repository": repo,
+                    "Tag": tag,
+                    "ID": entry["Id"] if no_trunc else entry["Id"][:12],
+                    "Size": human_si(record.size),
+                    "Created": ago,
+                    "CreatedSince": ago,
+                    "CreatedAt": go_time(created),
+                }
+            )
+    return rows
+
+
+def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
+    if is_json(args.format):
+        print_json(_images(engine).list_json())
+        return 0
+    rows = image_rows(engine, args.no_trunc)
+    if args.quiet:
+        for image_id in dict.fromkeys(row["ID"] for row in rows):
+            print(image_id)
+        return 0
+    if is_template(args.format):
+        print_template(args.format, rows, IMAGE_TITLES)
+        return 0
+    columns = ("Repository", "Tag", "ID", "Created", "Size")
+    print_table(
+        ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
+        [[row[c] for c in columns] for row in rows],
+    )
     return 0
 
 

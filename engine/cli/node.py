@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from engine.cli.call import call
-from engine.cli.output import add_format, print_json
+from engine.cli.output import add_format, is_json, is_template, print_json, print_template
 from engine.config import config_path, init_file
 from engine.core import Engine
 from engine.protocol import verbs
@@ -39,8 +39,10 @@ def register(sub: Any) -> None:
 
 def info(engine: Engine, args: argparse.Namespace) -> int:
     data = call(engine, verbs.NODE_INFO, verbs.NoArgs())
-    if args.format == "json":
+    if is_json(args.format):
         print_json(data)
+    elif is_template(args.format):
+        print_template(args.format, [data])
     else:
         for key, value in data.items():
             print(f"{key + ':':<10} {value}")

@@ -8,14 +8,46 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+JSON_FORMATS = ("json", "{{json .}}", "{{ json . }}")  # podman prints the JSON list for both
 
-def add_format(p: argparse.ArgumentParser) -> None:
+
+def add_format(p: argparse.ArgumentParser, *short: str) -> None:
     p.add_argument(
+        *short,
         "--format",
-        choices=["table", "json"],
         default="table",
-        help="output format (json uses podman's field names)",
+        metavar="FORMAT",
+        help="json (podman's field names), or a Go template such as '{{.ID}} {{.Names}}' "
+        "or 'table {{.ID}}\\t{{.Status}}'",
     )
+
+
+def is_json(fmt: str) -> bool:
+    return fmt.strip() in JSON_FORMATS
+
+
+def is_template(fmt: str) -> bool:
+    return fmt not in ("table", "") and not is_json(fmt)
+
+
+def print_template(fmt: str, items: Sequence[Any], names: dict[str, str] | None = None) -> None:
+    """Items through a Go template (engine/cli/gotemplate.py), as podman's --format."""
+    from engine.cli.gotemplate import render
+
+    text = render(fmt, list(items), names)
+    if text:
+        print(text)
+
+
+def go_time(ts: float | None) -> str:
+    """A time as Go prints a time.Time: "2026-12-07 10:57:21.980952659 +0000 UTC"."""
+    import time
+
+    seconds = float(ts or 0)
+    local = time.localtime(seconds)
+    fraction = f"{seconds % 1:.9f}"[2:].rstrip("0")
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", local) + (f".{fraction}" if fraction else "")
+    return f"{stamp} {time.strftime('%z %Z', local)}"
 
 
 def print_json(data: Any) -> None:

@@ -4,9 +4,11 @@ top — podman's words, flags, output and exit statuses."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.call import call
@@ -78,6 +80,28 @@ def cmd_kill(engine: Engine, args: argparse.Namespace) -> int:
     return _run_each(engine, args.names, kill, lambda n: verbs.Kill(id=n, signal=args.signal))
 
 
+GO_DURATION = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)")
+DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def log_time(text: str, now: float | None = None) -> float:
+    """podman logs' --since/--until: an RFC 3339 time or date (local time without a zone),
+    unix seconds, or a Go duration ("10m", "1h30m") before now. Seconds since the epoch."""
+    now = time.time() if now is None else now
+    value = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    if value and GO_DURATION.sub("", value) == "":
+        return now - sum(float(n) * DURATION_UNITS[u] for n, u in GO_DURATION.findall(value))
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r}: use an RFC 3339 time (2026-12-07T10:00:00Z), a date, unix "
+            "seconds, or a duration such as 10m or 1h30m"
+        ) from None
+
+
 def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
     """The container's output; with -f, keep printing what it writes until it stops."""
     from engine.runtime.logs import LogChunk, LogCursor, last_lines, read_log
@@ -89,6 +113,7 @@ def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
     path = engine.get(Containers).paths(record.id).userdata / "ctr.log"
     cursor: LogCursor | None = None
     last_check = 0.0
+    window = {"since": args.since, "until": args.until}
 
     def write(chunk: LogChunk) -> None:  # the container's stderr to ours, as podman logs
         write_runs(chunk.segments)
@@ -102,7 +127,7 @@ def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
     if args.tail >= 0:  # what is there now, its last lines only; then follow as usual
         held: list[tuple[bytes, bytes]] = []
         while True:
-            chunk = read_log(path, cursor, timestamps=args.timestamps)
+            chunk = read_log(path, cursor, timestamps=args.timestamps, **window)
             held += chunk.segments
             moved = cursor is None or chunk.cursor != cursor
             cursor = chunk.cursor
@@ -113,7 +138,7 @@ def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
             return 0
 
     while True:
-        chunk = read_log(path, cursor, timestamps=args.timestamps)
+        chunk = read_log(path, cursor, timestamps=args.timestamps, **window)
         write(chunk)
         moved = cursor is None or chunk.cursor != cursor
         cursor = chunk.cursor
@@ -124,7 +149,7 @@ def cmd_logs(engine: Engine, args: argparse.Namespace) -> int:
         if time.monotonic() - last_check > 0.5:
             last_check = time.monotonic()
             if lifecycle.get_synced(record.id).state not in ACTIVE_STATES:
-                write(read_log(path, cursor, timestamps=args.timestamps))
+                write(read_log(path, cursor, timestamps=args.timestamps, **window))
                 return 0
         time.sleep(FOLLOW_INTERVAL)
 
@@ -207,6 +232,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "-n", "--tail", type=int, default=-1, metavar="N", help="only the last N lines (-1: all)"
     )
+    p.add_argument(
+        "--since", type=log_time, metavar="TIME",
+        help="only lines after TIME: RFC 3339, a date, unix seconds, or a duration (10m, 1h30m)",
+    )  # fmt: skip
+    p.add_argument("--until", type=log_time, metavar="TIME", help="only lines before TIME")
     p.add_argument("name", metavar="NAME")
     p = verb("exec", cmd_exec, "run a command in a running container")
     p.add_argument("-e", "--env", action="append", default=[], help="KEY=VALUE")

@@ -31,6 +31,7 @@ from engine.errors import (
 from engine.events import NullPublisher, Publisher
 from engine.hostfs import atomic
 from engine.images.pull import PullJob, Resolved, run_job, walk_index
+from engine.images.shortnames import find_image
 from engine.images.store import ImageRecord, Store
 from engine.protocol import EVENTS_GROUP
 from engine.registry import manifests, refs
@@ -284,10 +285,10 @@ class Images:
 
     # -- reading ----------------------------------------------------------------------------
     def find(self, unsafe_ref: str) -> ImageRecord:
-        """An image by id, id prefix, name as stored, or a reference that normalises to a
-        stored name ("busybox" finds docker.io/library/busybox:latest)."""
+        """An image by id, id prefix, name as stored, a short name as podman resolves it
+        (engine/images/shortnames.py), or a reference that normalises to a stored name."""
         try:
-            return self.store.get_image(unsafe_ref)
+            return find_image(self.store, unsafe_ref)[0]  # localhost/busybox for busybox too
         except ImageNotFoundError:
             try:
                 ref = refs.parse(unsafe_ref)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 READ_LIMIT = 1024 * 1024  # bytes of log file read per call
@@ -98,6 +99,8 @@ def read_log(
     timestamps: bool = False,
     limit: int = READ_LIMIT,
     tail_bytes: int | None = None,
+    since: float | None = None,
+    until: float | None = None,
 ) -> LogChunk:
     """What the container wrote after ``cursor`` (at most ``limit`` bytes of log file per
     call: call again with the returned cursor for more). With ``tail_bytes`` and no cursor,
@@ -126,6 +129,8 @@ def read_log(
     # split on \n only: a tty's \r (line ends, redraws) is content, which splitlines() would cut
     raws = complete.split(b"\n")[:-1]
     lines = [line for raw in raws if (line := parse_line(raw)) is not None]
+    if since is not None or until is not None:
+        lines = [line for line in lines if _within(line, since, until)]
     runs, line_start = render_segments(lines, timestamps=timestamps, line_start=line_start)
     return LogChunk(
         b"".join(data for _, data in runs),
@@ -133,6 +138,21 @@ def read_log(
         truncated,
         tuple(runs),
     )
+
+
+def line_time(line: LogLine) -> float | None:
+    """When conmon wrote the line (seconds since the epoch); None if its stamp is unreadable."""
+    try:
+        return datetime.fromisoformat(line.time.decode("ascii")).timestamp()
+    except ValueError:
+        return None
+
+
+def _within(line: LogLine, since: float | None, until: float | None) -> bool:
+    when = line_time(line)
+    if when is None:
+        return True
+    return (since is None or when >= since) and (until is None or when <= until)
 
 
 def read_all(path: Path, *, timestamps: bool = False, tail_bytes: int | None = None) -> bytes:

@@ -56,10 +56,11 @@ from engine.errors import (
 from engine.events import Publisher
 from engine.hostfs import atomic, digests, locks, securepath
 from engine.hostfs.rmtree import remove_tree
+from engine.images.shortnames import find_image
 from engine.images.store import Store
 from engine.protocol import CONTAINER_ID_RE, EVENTS_GROUP, NAME_RE
 from engine.storage import mounts, rootfs
-from engine.storage.names import find_image, generate_name
+from engine.storage.names import generate_name
 from engine.storage.podjson import inspect_json, status_text
 from engine.storage.records import (
     ACTIVE_STATES,

@@ -135,6 +135,8 @@ def inspect_json(
             "Labels": dict(o.labels) or None,
         },
         "Mounts": [mount_json(v) for v in o.volumes],
+        "OCIConfigPath": str(paths.bundle / "config.json"),  # written by init or start
+        "StaticDir": str(paths.userdata),
         "GraphDriver": {
             "Name": "overlay",
             "Data": {

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,56 @@ def test_cp_of_one_fifo_fails_instead_of_copying_nothing(cli, tmp_path: Path) ->
     assert out.returncode == 125 and "not copied" in out.stderr
     assert not (tmp_path / "pipe").exists()
     cli("umount", "fifo")
+
+
+def test_formats_as_the_seed_types_them(cli) -> None:
+    """--format with podman's Go-template fields, on ps, images and inspect, and inspect of
+    an image; what is not there or not supported is said, with podman's exit status."""
+    ids = {n: cli("create", "--name", n, "busybox", "sh", "-c", "echo hi").stdout.strip()
+           for n in ("one", "two")}  # fmt: skip
+    lines = cli("ps", "-a", "--format", "{{.ID}} {{.Names}} {{.Status}} {{.Image}}").stdout
+    assert lines.splitlines() == [
+        f"{ids['two'][:12]} two Created localhost/busybox:latest",
+        f"{ids['one'][:12]} one Created localhost/busybox:latest",
+    ]
+    assert cli("ps", "-a", "--no-trunc", "--format", "{{.ID}}").stdout.split()[0] == ids["two"]
+    assert cli("ps", "-a", "--format", "{{.Command}}").stdout.split("\n")[0] == "sh -c echo hi"
+    as_json = json.loads(cli("ps", "-a", "--format", "{{json .}}").stdout)
+    assert as_json == json.loads(cli("ps", "-a", "--format", "json").stdout)
+    table = cli("ps", "-a", "--format", "table {{.ID}}\\t{{.Names}}").stdout.splitlines()
+    assert table[0] == "CONTAINER ID  NAMES" and table[1].endswith("  two")
+
+    assert cli("inspect", "--format", "{{.State.Status}}", "one").stdout == "created\n"
+    assert cli("inspect", "--format", "{{.Id}} {{.Name}}", "one").stdout == f"{ids['one']} one\n"
+    [image] = json.loads(cli("inspect", "busybox").stdout)  # no container by that name
+    assert "localhost/busybox:latest" in image["RepoTags"]
+    assert cli("inspect", "-f", "{{.Os}}", "--type", "image", "busybox").stdout == "linux\n"
+    images = cli("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}").stdout.split()
+    assert images[0] == "localhost/busybox:latest" and len(images[1]) == 12
+
+    missing = cli("inspect", "nosuch", ok=False)
+    assert missing.returncode == 125 and missing.stdout == "[]\n"
+    assert 'no such object: "nosuch"' in missing.stderr
+    wrong_type = cli("inspect", "--type", "container", "busybox", ok=False)
+    assert wrong_type.returncode == 125 and "busybox" in wrong_type.stderr
+    bad = cli("ps", "-a", "--format", "{{.Nope}}", ok=False)
+    assert bad.returncode == 125 and "can't evaluate field Nope" in bad.stderr, bad.stderr
+
+
+def test_logs_since_and_until(cli, tmp_path: Path) -> None:
+    """podman logs --since/--until: a time, a date, unix seconds or a duration ago."""
+    cid = cli("create", "--name", "talk", "busybox", "true").stdout.strip()
+    log = tmp_path / "root" / "containers" / cid / "userdata" / "ctr.log"
+    log.write_text(
+        "2026-01-01T10:00:00.000000001+00:00 stdout F old\n"
+        "2026-01-01T11:00:00.5Z stdout F middle\n"
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}.000000000+00:00 stderr F new\n"
+    )
+    assert cli("logs", "--since", "2026-01-01T10:30:00Z", "talk").stdout == "middle\n"
+    assert cli("logs", "--until", "2026-01-01T10:30:00+00:00", "talk").stdout == "old\n"
+    assert cli("logs", "--since", "10m", "talk").stderr == "new\n"
+    since = str(int(time.mktime((2026, 1, 1, 11, 0, 0, 0, 0, -1))))  # local, as the host reads it
+    assert cli("logs", "--since", since, "--until", "1h", "talk").stdout == "middle\n"
+    assert cli("logs", "--since", "2026-01-02", "talk").stdout == ""
+    bad = cli("logs", "--since", "yesterday", "talk", ok=False)
+    assert bad.returncode != 0 and "use an RFC 3339 time" in bad.stderr
