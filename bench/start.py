@@ -60,6 +60,15 @@ NO_NET = " (no net)"
 NETWORKS: dict[str, list[str]] = {"": [], NO_NET: ["--network", "none"]}
 
 
+def podman_base(tmp: Path) -> list[str]:
+    """podman on private storage under ``tmp``, with runc and cgroupfs (no systemd here)."""
+    return [
+        "podman", "--root", str(tmp / "podman"), "--runroot", str(tmp / "podman-run"),
+        "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "none",
+        "--storage-driver", "overlay",
+    ]  # fmt: skip
+
+
 class DiedEvents:
     """A Publisher that wakes a waiter when a container's "died" event is published."""
 
@@ -99,11 +108,7 @@ class Bench:
         self.engine = Engine(EngineConfig(root=self.root, node="bench"))
         self.events = DiedEvents()
         self.results: dict[str, dict[str, list[float]]] = {}
-        self.podman = [
-            "podman", "--root", str(self.tmp / "podman"), "--runroot", str(self.tmp / "podman-run"),
-            "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "none",
-            "--storage-driver", "overlay",
-        ]  # fmt: skip
+        self.podman = podman_base(self.tmp)
         self.runc_root = self.tmp / "runc"
 
     def record(self, peer: str, what: str, seconds: float) -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Annotated, Any, TypedDict
 
 from engine.errors import InvalidInputError
 from engine.protocol import CHANNEL_RE, MAX_COLS, MAX_ROWS, SPEC_MAX_BYTES, USER_NAME_RE
-from engine.protocol.check import Convert, Items, Range, Text, Verb, check_str
+from engine.protocol.check import Convert, Items, Range, Text, Verb, check_str, wire
 
 Json = dict[str, Any]
 
@@ -82,18 +82,18 @@ Timeout = Annotated[int, Range(0, MAX_STOP_TIMEOUT)]
 Commands = Annotated[list[str], Items(256)]
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class NoArgs:
     pass
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Id:
     id: Ref
 
 
 # -- containers: storage ---------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Create:
     image: ImageRef
     name: Annotated[str, Text(REF_MAX)] = ""
@@ -108,12 +108,12 @@ class Create:
     hostname: Annotated[str, Text(64)] = ""
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class ListContainers:
     ids: Annotated[list[str], Items(10000, 64)] | None = None  # None: all
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Force:
     id: Ref
     force: bool = False
@@ -152,19 +152,19 @@ CONTAINER_STORAGE: Verb[Id, Json] = Verb("container.storage", Id, "containers")
 
 
 # -- containers: runtime ---------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Stop:
     id: Ref
     timeout: Timeout = 10
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Kill:
     id: Ref
     signal: Annotated[str | int, Convert(_signal)] = "KILL"
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Logs:
     id: Ref
     cursor: Annotated[str, Text(80)] | None = None  # an earlier answer's: only what came since
@@ -173,7 +173,7 @@ class Logs:
     limit: Annotated[int, Range(1024, 16 * LOG_LIMIT)] = LOG_LIMIT
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class ExecRun:
     id: Ref
     command: Annotated[list[str], Items(256, 65536)] = field(default_factory=list)
@@ -245,13 +245,13 @@ EXEC_RUN: Verb[ExecRun, ExecResult] = Verb("exec.run", ExecRun, "runtime")
 
 
 # -- files -----------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
+@wire
 class At:
     id: Ref
     path: FsPath
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class FsList:
     id: Ref
     path: FsPath
@@ -260,21 +260,21 @@ class FsList:
     deleted: bool = True  # list the whiteouts of the upper dir too
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class FsStat:
     id: Ref
     path: FsPath
     follow: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class FsRead:
     id: Ref
     path: FsPath
     limit: Annotated[int, Range(0, MAX_VIEW)] = MAX_VIEW
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class FsWrite:
     id: Ref
     path: FsPath
@@ -283,7 +283,7 @@ class FsWrite:
     create: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class FsMkdir:
     id: Ref
     path: FsPath
@@ -291,35 +291,35 @@ class FsMkdir:
     mode: Mode = 0o755
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class FsDelete:
     id: Ref
     path: FsPath
     recursive: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class FsRename:
     id: Ref
     path: FsPath
     to: FsPath
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class FsChmod:
     id: Ref
     path: FsPath
     mode: Mode
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class FsDownload:
     id: Ref
     path: FsPath
     lane: Annotated[str, Text(100, LANE_RE)] | None = None  # a Redis list for the chunks
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class UploadBegin:
     id: Ref
     path: FsPath
@@ -328,14 +328,14 @@ class UploadBegin:
     mode: Mode | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class UploadChunk:
     upload: Upload
     offset: Annotated[int, Range(0, 1 << 50)]
     data: Annotated[bytes, Convert(_chunk)]
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class UploadId:
     upload: Upload
 
@@ -366,36 +366,36 @@ FS_UPLOAD_ABORT: Verb[UploadId, Json] = Verb("fs.upload_abort", UploadId, "files
 
 
 # -- images and registries -------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Pull:
     ref: ImageRef
     platform: Annotated[str, Text(100)] = ""
     tls_verify: bool | None = None  # None: the registry's setting
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Pulls:
     job: Annotated[str, Text(16, JOB_RE)] | None = None  # None: every job
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Image:
     image: ImageRef
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class RemoveImage:
     image: ImageRef
     force: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Load:
     path: Annotated[str, Text(4096)]  # inside <root>/imports (the web is not root)
     platform: Annotated[str, Text(100)] = ""
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Login:
     registry: Annotated[str, Text(255)]
     username: Annotated[str, Text(256)]
@@ -403,7 +403,7 @@ class Login:
     tls_verify: bool = True
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Registry:
     registry: Annotated[str, Text(255)]
 
@@ -429,7 +429,7 @@ REGISTRY_LIST: Verb[NoArgs, list[LoggedIn]] = Verb("registry.list", NoArgs, "ima
 
 
 # -- config.json -----------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
+@wire
 class SpecText:
     id: Ref
     text: Annotated[str, Text(SPEC_MAX_BYTES)]
@@ -446,14 +446,14 @@ SPEC_META: Verb[NoArgs, Json] = Verb("spec.meta", NoArgs, "spec")
 
 
 # -- terminals -------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Attach:
     container: Ref
     viewer: Annotated[str, Text(200, CHANNEL_RE)]
     exec: Annotated[str, Text(64)] | None = None  # an exec shell's id; None: the console
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class ExecCreate:
     container: Ref
     command: Commands = field(default_factory=list)  # []: the first of bash, sh
@@ -462,7 +462,7 @@ class ExecCreate:
     cols: Annotated[int, Range(1, MAX_COLS)] = 80
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Container:
     container: Ref
 
@@ -474,13 +474,13 @@ EXEC_LIST: Verb[Container, list[Json]] = Verb("exec.list", Container, "terminal"
 
 
 # -- the lab and the node --------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
+@wire
 class LabCheck:
     image: ImageRef
     container: Annotated[str, Text(REF_MAX)] = ""
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class VolumeTouch:
     id: Ref
     destination: Annotated[str, Text(4096)]
@@ -491,7 +491,7 @@ class Touched(TypedDict):
     path: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class Sandbox:
     name: Annotated[str, Text(32, USER_NAME_RE)]
 
@@ -501,7 +501,7 @@ class Cleared(TypedDict):
     existed: bool
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class SandboxPath:
     path: Annotated[str, Text(4096)]  # as a learner types a bind source: /mnt/on
 
@@ -526,7 +526,7 @@ class SandboxListing(TypedDict):
     disk: DiskUse
 
 
-@dataclass(frozen=True, kw_only=True)
+@wire
 class SandboxUsage:
     names: Annotated[list[str], Items(1000, 32)]
     role: Annotated[str, Text(16)] = "learner"  # whose quota they are held to

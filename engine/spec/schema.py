@@ -11,13 +11,15 @@ path in dotted form ("process.args", "mounts[2].destination").
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
+if TYPE_CHECKING:  # imported when a document is validated: 50 ms of every CLI start otherwise
+    import jsonschema
 
 from engine.protocol import SPEC_MAX_BYTES
 
@@ -112,7 +114,15 @@ def parse(text: str | bytes) -> dict[str, Any]:
 
 
 @cache
+def schema_digest() -> str:
+    """The schema's own sha256: a verdict remembered on disk holds for this schema only."""
+    return hashlib.sha256(SCHEMA_PATH.read_bytes()).hexdigest()
+
+
+@cache
 def _validator() -> jsonschema.protocols.Validator:
+    import jsonschema
+
     schema = json.loads(SCHEMA_PATH.read_text())
     # The schema is our own file: it is checked against its metaschema once, by a test
     # (test_spec_help), not on every start of the CLI (about 60 ms).

@@ -90,3 +90,31 @@ def test_it_imports_only_what_a_verb_needs(tmp_root: Path) -> None:
     loaded = _modules_after(tmp_root, "ps", "-a")
     assert "engine.runtime.lifecycle" in loaded  # the runtime's sync hook: ps shows the real state
     assert not loaded & set(HEAVY)
+    assert not loaded & {"engine.cli.images", "engine.cli.spec", "engine.cli.terminal"}
+
+
+def test_each_verb_is_registered_by_the_domain_the_launcher_imports_for_it() -> None:
+    """Only the typed verb's domain is built; VERB_DOMAINS must name it for every verb."""
+    import argparse
+    import importlib
+
+    from engine.cli import DOMAINS, VERB_DOMAINS, build_parser, verb_of
+
+    for domain in DOMAINS:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"engine.cli.{domain}").register(sub)
+        for verb in sub.choices:
+            assert VERB_DOMAINS.get(verb) == domain, verb
+    [every] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(every.choices) == set(VERB_DOMAINS)
+    assert verb_of(["--root", "/r", "--log-level=debug", "ps", "-a"]) == "ps"
+    assert verb_of(["--config", "ps", "inspect"]) == "inspect"  # "ps" was the option's value
+    assert verb_of(["-h", "ps"]) is None and verb_of([]) is None
+
+
+def test_help_and_unknown_verbs_still_see_every_verb(tmp_root: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "--root", str(tmp_root), "--help"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0 and all(v in out.stdout for v in ("attach", "pull", "spec"))

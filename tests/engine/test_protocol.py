@@ -109,3 +109,24 @@ def test_argument_types_are_frozen() -> None:
     args = verbs.Id(id="a")
     with pytest.raises(dataclasses.FrozenInstanceError):
         args.id = "b"  # type: ignore[misc]
+
+
+def test_wire_classes_behave_as_frozen_keyword_only_dataclasses() -> None:
+    """@wire stands in for @dataclass(frozen=True, kw_only=True) on the argument classes."""
+    import dataclasses
+
+    from engine.protocol import verbs
+
+    a = verbs.Create(image="busybox", command=["true"])
+    assert a == verbs.Create(image="busybox", command=["true"]) != verbs.Create(image="x")
+    assert a.env == [] and a.env is not verbs.Create(image="y").env  # a fresh default each
+    assert repr(verbs.Id(id="c1")) == "Id(id='c1')"
+    assert hash(verbs.Id(id="c1")) == hash(verbs.Id(id="c1"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.image = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        verbs.Id("c1")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="missing keyword argument 'id'"):
+        verbs.Id()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        verbs.Id(id="c1", colour="red")  # type: ignore[call-arg]

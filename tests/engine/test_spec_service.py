@@ -335,12 +335,10 @@ def test_the_schema_walks_a_document_once_and_the_policy_every_time(
     engine: Engine, image: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Start speed: the schema's verdict depends on the bytes only, so a document it passed is
-    not walked again; the policy (record, admin settings) is checked each time."""
+    not walked again, in this process or (written down next to the bundle) in the next one;
+    the generator's own output is not walked at all. The policy (record, admin settings) is
+    checked each time, and a file changed on disk behind the engine's back is walked again."""
     import engine.spec.service as module
-
-    made = create(engine, "once")
-    service(engine).generate(made.id)
-    text = service(engine).config_path(made.id).read_text()
     from engine.spec.schema import validate_schema
 
     walks: list[int] = []
@@ -350,11 +348,44 @@ def test_the_schema_walks_a_document_once_and_the_policy_every_time(
         return validate_schema(spec)
 
     monkeypatch.setattr(module, "validate_schema", counted)
-    spec_service = SpecService(engine)  # nothing remembered yet
-    assert spec_service.check(made, text)[1] == []
-    assert spec_service.check(made, text)[1] == []
-    assert len(walks) == 1
+    made = create(engine, "once")
+    service(engine).generate(made.id)
+    assert walks == []  # Gantry's generator writes what the schema passes
+    path = service(engine).config_path(made.id)
+    text = path.read_text()
+    fresh = SpecService(engine)  # another process: nothing remembered in memory
+    assert fresh.check(made, text)[1] == [] and walks == []  # the bundle's note says so
     hostile = json.loads(text)
     hostile["process"]["cwd"] = "/proc/self/fd/7"
-    assert spec_service.check(made, json.dumps(hostile))[1]  # another document: checked
+    assert fresh.check(made, json.dumps(hostile))[1]  # another document: walked
+    assert len(walks) == 1
+    edited = json.loads(text)
+    edited["process"]["args"] = "not a list"
+    path.write_text(json.dumps(edited))  # behind the engine's back: the note no longer holds
+    with pytest.raises(InvalidInputError, match="process.args"):
+        SpecService(engine).validate_for_start(made)
     assert len(walks) == 2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"tty": True, "interactive": True, "hostname": "h" * 63},
+        {"command": ["sh", "-c", "echo 'q\" \\\\ é'"], "entrypoint": [], "workdir": "/tmp/x y"},
+        {"env": ["A=1", "EMPTY=", "UNICODE=é✓", "LONG=" + "x" * 4000], "user": "1000:1000"},
+        {"user": "nobody", "labels": {"k": "v" * 300}},
+    ],
+)
+def test_what_the_generator_writes_passes_the_schema(
+    engine: Engine, image: Any, volume: Path, options: dict[str, Any]
+) -> None:
+    """generate() trusts its generator with the schema (a CLI start never imports the
+    validator for a spec Gantry wrote); here the schema walks what it writes, across the
+    options a user can give, volumes among them."""
+    from engine.spec.schema import parse, validate_schema
+
+    options = options | {"volumes": [Volume(str(volume), "/data", read_only=True)]}
+    made = create(engine, "gen", **options)
+    service(engine).generate(made.id)
+    assert validate_schema(parse(config_bytes(engine, made))) == []
