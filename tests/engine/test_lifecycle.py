@@ -141,6 +141,7 @@ def test_a_failed_start_keeps_the_state_shows_runcs_message_and_leaks_nothing(
     assert sorted(p.name for p in paths.bundle.iterdir()) == [
         "config.generated.json",
         "config.json",
+        "schema-ok",  # the schema's verdict on config.json (engine/spec/service.py)
     ]
     assert not live.get(Containers).is_mounted(record.id)
     no_leaks(live, before)
@@ -254,6 +255,7 @@ def test_exec_returns_output_and_exit_code(live: Engine) -> None:
         "config.generated.json",
         "config.json",
         "ctl",
+        "schema-ok",
         "winsz",
     ]
     lifecycle(live).kill("x")
