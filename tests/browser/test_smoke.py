@@ -118,10 +118,9 @@ def wait_until_more_than(page: Any, items: list[float], count: int, timeout: flo
         page.wait_for_timeout(50)
 
 
-def test_a_restarted_web_server_is_followed_without_a_reload(stack: Stack, browser: Any) -> None:
-    """The web server killed under an open page: the badge says the page lost it, supervisord
-    starts it again, the page reconnects its socket by itself and shows what happened after
-    (a container made meanwhile by someone else), with no reload."""
+def followed_page(stack: Stack, browser: Any) -> tuple[Any, Any, Any]:
+    """A logged-in page showing the engine online and marked (a reload would drop the mark),
+    with a busybox image there to make containers from: (context, page, badge)."""
     from tests.imagetools import busybox_image
 
     engine = stack.engine()
@@ -134,16 +133,29 @@ def test_a_restarted_web_server_is_followed_without_a_reload(stack: Stack, brows
     badge = page.locator("#engine-status")
     badge.locator("text=engine online").wait_for(timeout=10_000)
     page.evaluate("window.gantryNotReloaded = true")
+    return context, page, badge
+
+
+def shown_without_reload(stack: Stack, page: Any, name: str) -> None:
+    """Someone else makes a container through the web; the open page shows it by itself."""
+    other = stack.login()
+    form = {"image": "localhost/busybox:latest", "name": name, "command": "true"}
+    r = other.post(f"{stack.url}/containers/new", data=form, allow_redirects=False, timeout=30)
+    assert r.status_code == 302, r.text[:300]
+    page.get_by_role("link", name=name).wait_for(timeout=15_000)
+    assert page.evaluate("window.gantryNotReloaded") is True
+
+
+def test_a_restarted_web_server_is_followed_without_a_reload(stack: Stack, browser: Any) -> None:
+    """The web server killed under an open page: the badge says the page lost it, supervisord
+    starts it again, the page reconnects its socket by itself and shows what happened after
+    (a container made meanwhile by someone else), with no reload."""
+    context, page, badge = followed_page(stack, browser)
 
     os.kill(stack.pid("web"), signal.SIGKILL)
     page.locator("#engine-status[data-state='offline']").wait_for(timeout=10_000)
     badge.locator("text=engine online").wait_for(timeout=30_000)
-    other = stack.login()  # someone else, through the web server that came back
-    form = {"image": "localhost/busybox:latest", "name": "made-meanwhile", "command": "true"}
-    r = other.post(f"{stack.url}/containers/new", data=form, allow_redirects=False, timeout=30)
-    assert r.status_code == 302, r.text[:300]
-    page.get_by_role("link", name="made-meanwhile").wait_for(timeout=15_000)
-    assert page.evaluate("window.gantryNotReloaded") is True
+    shown_without_reload(stack, page, "made-meanwhile")  # by someone else, through the new web
     context.close()
 
 
@@ -155,18 +167,7 @@ def test_a_lost_channel_layer_is_shown_and_followed_when_it_returns(
     (its groups, the page's subscriptions among them, die with it): supervisord starts it
     again, the page finds the engine again by itself and follows what happens next (a
     container made by someone else) with no reload."""
-    from tests.imagetools import busybox_image
-
-    engine = stack.engine()
-    engine.ensure_root()
-    busybox_image(engine)
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(stack.url + "/login/")
-    log_in(page, stack)
-    badge = page.locator("#engine-status")
-    badge.locator("text=engine online").wait_for(timeout=10_000)
-    page.evaluate("window.gantryNotReloaded = true")
+    context, page, badge = followed_page(stack, browser)
 
     redis = stack.pid("redis")
     os.kill(redis, signal.SIGSTOP)
@@ -182,10 +183,5 @@ def test_a_lost_channel_layer_is_shown_and_followed_when_it_returns(
         assert time.monotonic() < deadline, "redis did not come back"
         page.wait_for_timeout(100)
     badge.locator("text=engine online").wait_for(timeout=20_000)
-    other = stack.login()
-    form = {"image": "localhost/busybox:latest", "name": "made-after-redis", "command": "true"}
-    r = other.post(f"{stack.url}/containers/new", data=form, allow_redirects=False, timeout=30)
-    assert r.status_code == 302, r.text[:300]
-    page.get_by_role("link", name="made-after-redis").wait_for(timeout=15_000)
-    assert page.evaluate("window.gantryNotReloaded") is True
+    shown_without_reload(stack, page, "made-after-redis")
     context.close()

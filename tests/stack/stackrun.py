@@ -141,6 +141,15 @@ class Stack:
             f"User.objects.create_user({name!r}, password={password!r})",
         )
 
+    def with_busybox(self) -> Stack:
+        """Put localhost/busybox:latest in this stack's image store (tests make containers)."""
+        from tests.imagetools import busybox_image
+
+        engine = self.engine()
+        engine.ensure_root()
+        busybox_image(engine)
+        return self
+
     def engine(self) -> Any:
         """An in-process Engine on this stack's state root (to seed images, inspect state)."""
         from engine.config import EngineConfig

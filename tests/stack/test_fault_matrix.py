@@ -30,7 +30,6 @@ from engine.storage.containers import Containers
 from tests.conftest import requires
 from tests.engine.ocibuild import Dir, File, Layout
 from tests.engine.runtools import can_run_containers
-from tests.imagetools import busybox_image
 from tests.registry import Registry, start_registry
 from tests.stack.stackrun import Stack, wait_until
 from tests.stack.test_faults import BACK_WITHIN, serving
@@ -113,10 +112,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     runc.chmod(0o755)
     config = {"runtime": str(runc), "policy": {"files.upload_idle_seconds": 2}}
     (s.tmp / "engine.json").write_text(json.dumps(config))
-    s.start()
-    engine = s.engine()
-    engine.ensure_root()
-    busybox_image(engine)
+    s.start().with_busybox()
     yield s
     s.stop()
 

@@ -18,7 +18,6 @@ from websockets.exceptions import ConnectionClosed
 from engine.storage.containers import Containers
 from tests.conftest import requires
 from tests.engine.runtools import can_run_containers
-from tests.imagetools import busybox_image
 from tests.stack.stackrun import Stack, wait_until
 from tests.stack.test_terminal_ws import Pane, attach, create
 
@@ -31,10 +30,7 @@ BACK_WITHIN = 10.0
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    s = Stack(restart_delay=1).start()
-    engine = s.engine()
-    engine.ensure_root()
-    busybox_image(engine)
+    s = Stack(restart_delay=1).start().with_busybox()
     yield s
     s.stop()
 

@@ -20,7 +20,6 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import requires
 from tests.engine.runtools import can_run_containers
-from tests.imagetools import busybox_image
 from tests.stack.stackrun import Stack
 
 pytestmark = [
@@ -31,10 +30,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    s = Stack(restart_delay=3).start()
-    engine = s.engine()
-    engine.ensure_root()
-    busybox_image(engine)
+    s = Stack(restart_delay=3).start().with_busybox()
     yield s
     s.stop()
 
