@@ -51,10 +51,10 @@ def test_the_lab_in_the_browser(stack: Stack, browser: Any, shots: Any, tmp_path
 
     # create, as podman create --name lab -v /mnt:/mnt busybox top
     page.get_by_role("link", name="Create container").click()
-    page.locator("#id_image").fill("localhost/busybox:latest")
-    page.locator("#id_name").fill("lab")
-    page.locator("#id_command").fill("top")
-    page.locator("#id_volumes").fill("/mnt:/mnt")
+    page.get_by_label("Image").fill("localhost/busybox:latest")
+    page.get_by_label("Name").fill("lab")
+    page.get_by_label("Command").fill("top")
+    page.get_by_label("Volumes").fill("/mnt:/mnt")
     shots(page, "create-form")
     page.get_by_role("button", name="Create", exact=True).click()
     page.wait_for_url("**/containers/*/")

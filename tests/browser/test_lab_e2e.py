@@ -107,9 +107,9 @@ def test_the_lab_clicked_through(stack: Stack, browser: Any, shots: Any) -> None
 
     # 2. create with -v /mnt:/mnt (the host side is this test's own directory)
     page.goto(stack.url + "/containers/new")
-    page.locator("#id_image").fill(image)
-    page.locator("#id_name").fill("on-off")
-    page.locator("#id_volumes").fill(f"{mnt}:/mnt")
+    page.get_by_label("Image").fill(image)
+    page.get_by_label("Name").fill("on-off")
+    page.get_by_label("Volumes").fill(f"{mnt}:/mnt")
     shots(page, "create-form")
     page.get_by_role("button", name="Create", exact=True).click()
     page.wait_for_url("**/containers/*/")
@@ -237,9 +237,9 @@ def learner_creates_on_off(page: Page, stack: Stack, name: str) -> str:
         "data-state", "done", timeout=120_000
     )
     page.goto(stack.url + "/containers/new")
-    page.locator("#id_image").fill(stack.image)  # type: ignore[attr-defined]
-    page.locator("#id_name").fill("on-off")
-    page.locator("#id_volumes").fill("/mnt:/mnt")
+    page.get_by_label("Image").fill(stack.image)  # type: ignore[attr-defined]
+    page.get_by_label("Name").fill("on-off")
+    page.get_by_label("Volumes").fill("/mnt:/mnt")
     page.get_by_role("button", name="Create", exact=True).click()
     page.wait_for_url("**/containers/*/")
     return page.url.rstrip("/").split("/")[-1]

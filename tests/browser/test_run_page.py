@@ -42,9 +42,9 @@ def login(stack: Stack, page: Any) -> None:
 
 def create(page: Any, stack: Stack, name: str, command: str, *, tty: bool = False) -> str:
     page.goto(stack.url + "/containers/new")
-    page.locator("#id_image").fill("localhost/busybox")
-    page.locator("#id_name").fill(name)
-    page.locator("#id_command").fill(command)
+    page.get_by_label("Image").fill("localhost/busybox")
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Command").fill(command)
     if tty:
         page.locator("input[name='tty']").check()
     page.get_by_role("button", name="Create").click()

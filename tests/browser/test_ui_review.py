@@ -45,9 +45,9 @@ def create(
     page: Any, stack: Stack, name: str, command: str, image: str = "localhost/busybox"
 ) -> str:
     page.goto(stack.url + "/containers/new")
-    page.locator("#id_image").fill(image)
-    page.locator("#id_name").fill(name)
-    page.locator("#id_command").fill(command)
+    page.get_by_label("Image").fill(image)
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Command").fill(command)
     page.get_by_role("button", name="Create").click()
     page.wait_for_url(re.compile(r".*/containers/[0-9a-f]{64}/$"))
     return str(page.url.rstrip("/").rsplit("/", 1)[-1])
