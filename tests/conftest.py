@@ -19,15 +19,10 @@ from engine.config import EngineConfig
 from engine.core import Engine
 from tests.redisproc import start_redis
 from tests.settings import TEST_TMP
+from tests.skips import requires
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def requires(ok: bool, reason: str) -> pytest.MarkDecorator:
-    """Skip unless ok. Every skip must say why (podman's rule: a reason of 5+ characters)."""
-    if len(reason.strip()) < 5:
-        raise ValueError("requires(): give a real reason for the skip")
-    return pytest.mark.skipif(not ok, reason=reason)
+__all__ = ["REPO", "requires"]  # requires lives in tests/skips.py (no side effects)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import requires
+from tests.skips import requires
 from tests.stack.stackrun import Stack, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

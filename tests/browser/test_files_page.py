@@ -17,8 +17,8 @@ from engine.config import EngineConfig
 from engine.core import Engine
 from engine.storage.containers import Containers
 from tests.browser.conftest import needs_chromium, stack_with_busybox
-from tests.conftest import requires
 from tests.engine.storagetools import CAN_OVERLAY
+from tests.skips import requires
 from tests.stack.stackrun import Stack
 
 pytestmark = [

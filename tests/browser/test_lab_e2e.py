@@ -20,8 +20,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import needs_chromium
-from tests.conftest import requires
 from tests.engine.runtools import can_run_containers
+from tests.skips import requires
 from tests.stack.stackrun import Stack, free_port
 
 DEMO = Path(os.environ.get("GANTRY_DEMO_DIR", "/opt/gantry/demo"))

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser.conftest import needs_chromium
-from tests.conftest import requires
+from tests.skips import requires
 from tests.stack.stackrun import Stack
 
 pytestmark = [

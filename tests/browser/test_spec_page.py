@@ -16,9 +16,9 @@ from engine.config import EngineConfig
 from engine.core import Engine
 from engine.storage.containers import Containers
 from tests.browser.conftest import console_errors, needs_chromium
-from tests.conftest import requires
 from tests.engine.test_spec_service import can_mount_overlay
 from tests.imagetools import busybox_image
+from tests.skips import requires
 from tests.stack.stackrun import Stack
 
 pytestmark = [

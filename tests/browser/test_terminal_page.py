@@ -12,8 +12,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import needs_chromium, stack_with_busybox
-from tests.conftest import requires
 from tests.engine.runtools import can_run_containers
+from tests.skips import requires
 from tests.stack.stackrun import Stack
 
 pytestmark = [

@@ -17,9 +17,9 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import needs_chromium, stack_with_busybox
 from tests.browser.test_run_page import login
-from tests.conftest import requires
 from tests.engine.runtools import can_run_containers
 from tests.imagetools import busybox_image
+from tests.skips import requires
 from tests.stack.stackrun import Stack
 
 pytestmark = [

@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import needs_chromium
 from tests.browser.test_run_page import login
-from tests.conftest import requires
+from tests.skips import requires
 from tests.stack.stackrun import Stack
 
 pytestmark = [needs_chromium, requires(os.geteuid() == 0, "the stack runs as root")]

@@ -21,8 +21,8 @@ from engine.images.store import ImageRecord
 from engine.storage import mounts
 from engine.storage.containers import Containers
 from engine.storage.records import ContainerRecord, CreateOptions
-from tests.conftest import requires
 from tests.imagetools import busybox_image
+from tests.skips import requires
 
 
 def _probe_overlay() -> bool:

@@ -20,9 +20,9 @@ import pytest
 
 from engine.core import Engine
 from engine.runtime.lifecycle import Lifecycle
-from tests.conftest import requires
 from tests.engine.runtools import RUNTIME_REASON, can_run_containers, create, worker_started
 from tests.imagetools import busybox_image
+from tests.skips import requires
 
 pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]
 REPO = Path(__file__).resolve().parents[2]

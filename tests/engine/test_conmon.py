@@ -29,7 +29,6 @@ from engine.runtime.execs import ExecSession, exec_bundles, run_exec
 from engine.runtime.exits import ExitWatcher, wait_for_file
 from engine.runtime.logs import read_all
 from engine.runtime.runc import Runc
-from tests.conftest import requires
 from tests.engine.runtools import (
     RUNTIME_REASON,
     Bundle,
@@ -42,6 +41,7 @@ from tests.engine.runtools import (
     wait_no_conmon,
     wait_until,
 )
+from tests.skips import requires
 
 pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]
 

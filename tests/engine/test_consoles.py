@@ -17,7 +17,6 @@ from engine.runtime.lifecycle import Lifecycle
 from engine.storage.containers import Containers
 from engine.terminal.consoles import Consoles
 from engine.terminal.hub import TerminalHub
-from tests.conftest import requires
 from tests.engine.runtools import (
     RUNTIME_REASON,
     Census,
@@ -27,6 +26,7 @@ from tests.engine.runtools import (
     worker_started,
 )
 from tests.imagetools import busybox_image
+from tests.skips import requires
 
 pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]
 

@@ -17,9 +17,9 @@ from engine.files.explorer import Files
 from engine.storage.containers import Containers
 from engine.storage.diff import UPPER, LayerView, attribute
 from engine.storage.records import ContainerRecord, CreateOptions
-from tests.conftest import requires
 from tests.engine.storagetools import containers, ctr, files, image, needs_overlay
 from tests.imagetools import Dir, Whiteout, make_image
+from tests.skips import requires
 
 __all__ = ["containers", "ctr", "files", "image"]
 pytestmark = needs_overlay

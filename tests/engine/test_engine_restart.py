@@ -24,9 +24,10 @@ from engine.runtime.conmon import pid_is_conmon
 from engine.runtime.lifecycle import Lifecycle
 from engine.runtime.runc import Runc
 from engine.storage.containers import Containers
-from tests.conftest import REPO, requires
+from tests.conftest import REPO
 from tests.engine.runtools import RUNTIME_REASON, Census, can_run_containers, create, no_leaks
 from tests.imagetools import busybox_image
+from tests.skips import requires
 from webui import engine_client
 
 pytestmark = [

@@ -19,10 +19,10 @@ from engine.images.service import Images
 from engine.images.store import Store
 from engine.storage.containers import Containers
 from engine.storage.records import CreateOptions
-from tests.conftest import requires
 from tests.engine.storagetools import needs_overlay
 from tests.imagetools import busybox_image
 from tests.registry import PushedImages, Registry
+from tests.skips import requires
 
 pytestmark = [pytest.mark.privileged, requires(os.geteuid() == 0, "mounts a tmpfs")]
 

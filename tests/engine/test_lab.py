@@ -18,7 +18,6 @@ from engine.storage.containers import Containers
 from engine.storage.volumes import Volume
 from engine.terminal.consoles import Consoles
 from engine.terminal.hub import TerminalHub
-from tests.conftest import requires
 from tests.engine.runtools import (
     RUNTIME_REASON,
     can_run_containers,
@@ -27,6 +26,7 @@ from tests.engine.runtools import (
     worker_started,
 )
 from tests.engine.test_consoles import Screens
+from tests.skips import requires
 
 pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]
 IMAGE = "localhost/gantry/on-off:latest"

@@ -28,7 +28,6 @@ from engine.runtime.logs import read_all
 from engine.runtime.runc import Runc
 from engine.storage.containers import Containers
 from engine.storage.volumes import Volume
-from tests.conftest import requires
 from tests.engine.runtools import (
     RUNTIME_REASON,
     Census,
@@ -41,6 +40,7 @@ from tests.engine.runtools import (
     worker_started,
 )
 from tests.imagetools import busybox_image
+from tests.skips import requires
 
 pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]
 

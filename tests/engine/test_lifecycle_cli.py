@@ -12,9 +12,9 @@ import pytest
 
 from engine.cli import main
 from engine.core import Engine
-from tests.conftest import requires
 from tests.engine.runtools import RUNTIME_REASON, can_run_containers, create, wait_until
 from tests.imagetools import busybox_image
+from tests.skips import requires
 
 pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]
 

@@ -11,9 +11,9 @@ import pytest
 from engine.core import Engine
 from engine.runtime.lifecycle import Lifecycle
 from engine.storage.containers import Containers
-from tests.conftest import requires
 from tests.engine.runtools import RUNTIME_REASON, Census, can_run_containers, create, no_leaks
 from tests.imagetools import busybox_image
+from tests.skips import requires
 
 pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]
 

@@ -17,11 +17,11 @@ from engine.protocol import ADMIN, INSTRUCTOR, LEARNER, verbs
 from engine.spec.service import SpecService
 from engine.storage import quotas, usage
 from engine.storage.containers import Containers
-from tests.conftest import requires
 from tests.engine.runtools import RUNTIME_REASON, can_run_containers, worker_started
 from tests.engine.storagetools import containers, needs_overlay
 from tests.engine.test_sandbox import as_user, create
 from tests.imagetools import busybox_image
+from tests.skips import requires
 
 __all__ = ["containers"]
 

@@ -17,8 +17,8 @@ from engine.runtime.conmon import Conmon, MonitorSpec
 from engine.runtime.exits import wait_for_file
 from engine.runtime.logs import LogCursor, last_lines, read_all, read_log
 from engine.runtime.runc import Runc, parse_signal, runc_message
-from tests.conftest import requires
 from tests.engine.runtools import RUNTIME_REASON, busybox_rootfs, can_run_containers, make_bundle
+from tests.skips import requires
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,9 @@ from engine.runtime.lifecycle import Lifecycle
 from engine.spec.service import SpecService
 from engine.storage.containers import Containers
 from engine.storage.sandbox import MAX_DEPTH, sandbox_path
-from tests.conftest import requires
 from tests.engine.runtools import RUNTIME_REASON, can_run_containers, wait_until, worker_started
 from tests.imagetools import busybox_image
+from tests.skips import requires
 
 IMAGE = "localhost/busybox:latest"
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires
 from tests.engine.runtools import RUNTIME_REASON, can_run_containers
 from tests.registry import Registry, start_registry
+from tests.skips import requires
 from tests.stack.stackrun import sweep_root
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,8 +26,8 @@ from engine.spec.service import SpecService, field_diff
 from engine.storage.containers import Containers
 from engine.storage.records import CreateOptions
 from engine.storage.volumes import Volume
-from tests.conftest import requires
 from tests.imagetools import busybox_image
+from tests.skips import requires
 
 ULIMITS = ["nofile=1024:1024", "nproc=4096:4096"]
 CGROUP_ROOT = Path("/sys/fs/cgroup")

@@ -27,9 +27,9 @@ from engine.spec.service import GENERATED, SpecService
 from engine.storage.containers import Containers
 from engine.storage.records import ContainerRecord, CreateOptions
 from engine.storage.volumes import Volume
-from tests.conftest import requires
 from tests.engine.clitools import engine_cli
 from tests.imagetools import File, Layer, busybox_image
+from tests.skips import requires
 
 
 def can_mount_overlay() -> bool:

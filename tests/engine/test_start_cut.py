@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from engine.core import Engine
-from tests.conftest import requires
 from tests.engine.clitools import engine_cli
 from tests.engine.runtools import RUNTIME_REASON, can_run_containers, create, wait_until
 from tests.imagetools import busybox_image
 from tests.procs import alive, conmon_pids
+from tests.skips import requires
 
 pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]
 

@@ -21,7 +21,7 @@ import zstandard
 
 from engine.errors import InvalidImageError
 from engine.layers.unpack import UnpackResult, unpack_stream
-from tests.conftest import REPO, requires
+from tests.conftest import REPO
 from tests.engine.ocibuild import (
     Char,
     Dir,
@@ -36,6 +36,7 @@ from tests.engine.ocibuild import (
     sha,
     tar_bytes,
 )
+from tests.skips import requires
 
 
 def _can_mknod() -> bool:

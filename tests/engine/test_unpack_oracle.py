@@ -17,8 +17,8 @@ import pytest
 from engine.core import Engine
 from engine.images.service import Images
 from engine.images.store import Store
-from tests.conftest import requires
 from tests.registry import PushedImages, Registry
+from tests.skips import requires
 
 
 def _overlay_works() -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import requires
+from tests.skips import requires
 from tests.stack.stackrun import Stack, free_port, wait_until
 
 DEMO_DIR = Path(os.environ.get("GANTRY_DEMO_DIR") or "/opt/gantry/demo")

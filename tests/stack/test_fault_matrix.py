@@ -27,10 +27,10 @@ import pytest
 import requests
 
 from engine.storage.containers import Containers
-from tests.conftest import requires
 from tests.engine.ocibuild import Dir, File, Layout
 from tests.engine.runtools import can_run_containers
 from tests.registry import Registry, start_registry
+from tests.skips import requires
 from tests.stack.stackrun import Stack, wait_until
 from tests.stack.test_faults import BACK_WITHIN, serving
 from tests.stack.test_terminal_ws import create

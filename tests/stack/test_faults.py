@@ -16,8 +16,8 @@ import requests
 from websockets.exceptions import ConnectionClosed
 
 from engine.storage.containers import Containers
-from tests.conftest import requires
 from tests.engine.runtools import can_run_containers
+from tests.skips import requires
 from tests.stack.stackrun import Stack, wait_until
 from tests.stack.test_terminal_ws import Pane, attach, create
 

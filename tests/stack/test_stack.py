@@ -18,8 +18,8 @@ import pytest
 from websockets.sync.client import connect
 
 from engine.storage.containers import Containers
-from tests.conftest import requires
 from tests.imagetools import busybox_image
+from tests.skips import requires
 from tests.stack.stackrun import REPO, Stack, wait_until
 
 pytestmark = [

@@ -18,8 +18,8 @@ import requests
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import requires
 from tests.engine.runtools import can_run_containers
+from tests.skips import requires
 from tests.stack.stackrun import Stack
 
 pytestmark = [

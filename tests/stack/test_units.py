@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.conftest import requires
+from tests.skips import requires
 
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 

@@ -20,7 +20,6 @@ from engine.core import Engine
 from engine.protocol import EVENTS_GROUP, verbs
 from engine.runtime.lifecycle import Lifecycle
 from engine.storage.containers import Containers
-from tests.conftest import requires
 from tests.engine.runtools import (
     RUNTIME_REASON,
     Census,
@@ -30,6 +29,7 @@ from tests.engine.runtools import (
     on_off_image,
 )
 from tests.imagetools import busybox_image
+from tests.skips import requires
 from webui import engine_client
 from webui.models import AuditEvent, Ownership
 

@@ -16,9 +16,9 @@ from engine.core import Engine
 from engine.spec.service import SpecService
 from engine.storage.containers import Containers
 from engine.storage.records import ContainerRecord, CreateOptions
-from tests.conftest import requires
 from tests.engine.test_spec_service import can_mount_overlay
 from tests.imagetools import busybox_image
+from tests.skips import requires
 from webui.models import AuditEvent, Ownership
 
 pytestmark = [

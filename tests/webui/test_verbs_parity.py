@@ -18,9 +18,9 @@ from engine.errors import EngineError
 from engine.protocol import verbs
 from engine.protocol.check import Verb
 from engine.runtime.lifecycle import Lifecycle
-from tests.conftest import requires
 from tests.engine.runtools import RUNTIME_REASON, can_run_containers
 from tests.imagetools import busybox_image
+from tests.skips import requires
 from webui import engine_client
 
 pytestmark = [requires(can_run_containers(), RUNTIME_REASON), pytest.mark.privileged]

@@ -27,8 +27,8 @@ from engine.spec.service import SpecService, host_facts
 from engine.storage.containers import Containers
 from engine.storage.records import CreateOptions
 from engine.storage.volumes import Volume
-from tests.conftest import requires
 from tests.imagetools import busybox_image
+from tests.skips import requires
 
 RUNC = shutil.which("runc")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
