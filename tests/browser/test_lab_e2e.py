@@ -281,7 +281,7 @@ def test_two_learners_and_an_instructor_at_once(stack: Stack, browser: Any, shot
     expect(teacher.locator("tr[data-learner='ann']")).to_contain_text("Up ")
     expect(teacher.locator("tr[data-learner='cid']")).to_contain_text("Exited (0)")
     expect(teacher.locator("tr[data-learner='ann']").get_by_test_id("disk-use")).to_contain_text(
-        "of 1.0 GB"
+        "of 1.0 GiB"
     )
     shots(teacher, "class")
     # live: ann kills her top; the open Class page follows (coalesced, not reloaded by hand)

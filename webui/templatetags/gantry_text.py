@@ -16,3 +16,16 @@ _TICKS = re.compile(r"`([^`]+)`")
 def ticks(text: str) -> SafeString:
     """Escape the text, then show each `word` as <code>word</code>."""
     return mark_safe(_TICKS.sub(r"<code>\1</code>", escape(str(text))))  # noqa: S308
+
+
+@register.filter
+def iec_size(size: int | float | None) -> str:
+    """Bytes in binary units, as the engine's quota refusals say them: 1536 -> "1.5 KiB"
+    (Django's filesizeformat divides by 1024 too but writes "KB")."""
+    count = int(size or 0)
+    value, unit = float(count), "bytes"
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{count} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
