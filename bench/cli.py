@@ -12,7 +12,6 @@ Targets (issue 17): start <= 0.8x podman start, ps <= 60 ms.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -25,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.start import ULIMITS, podman_base, run  # noqa: E402
+from bench.start import ULIMITS, bench_main, podman_base, run  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
 from engine.core import Engine  # noqa: E402
 
@@ -104,16 +103,7 @@ class Bench:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=10)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench/cli needs root (runc, conmon, overlay mounts)")
-    bench = Bench(max(1, args.rounds))
-    try:
-        bench.main()
-    finally:
-        bench.cleanup()
+    bench_main(Bench, __doc__ or "", "cli")
 
 
 if __name__ == "__main__":

@@ -314,17 +314,22 @@ class Bench:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def bench_main(make: Callable[[int], Any], doc: str, name: str) -> None:
+    """A bench's command line: --rounds, root only, cleanup() whatever happens."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     if os.geteuid() != 0:
-        sys.exit("bench/start needs root (runc, conmon, overlay mounts)")
-    bench = Bench(max(1, args.rounds))
+        sys.exit(f"bench/{name} needs root (runc, conmon, overlay mounts)")
+    bench = make(max(1, args.rounds))
     try:
         bench.main()
     finally:
         bench.cleanup()
+
+
+def main() -> None:
+    bench_main(Bench, __doc__ or "", "start")
 
 
 if __name__ == "__main__":
