@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidInputError
-from engine.protocol import NODE_RE, default_node
+from engine.protocol import check_node_name, default_node
 
 DEFAULT_ROOT = Path("/var/lib/gantry")
 DEFAULT_CONFIG = Path("/etc/gantry/engine.json")
@@ -116,7 +116,8 @@ def load_config(
         values["sandbox_root"] = Path(sandbox)
     node_value = node or os.environ.get("GANTRY_NODE")
     if node_value:
-        if NODE_RE.search(node_value) or len(node_value) > 60:
-            raise InvalidInputError(f"node name {node_value!r}: letters, digits, '-', '_', '.'")
-        values["node"] = node_value
+        try:
+            values["node"] = check_node_name(node_value)
+        except ValueError as err:
+            raise InvalidInputError(str(err)) from None
     return EngineConfig(**values)

@@ -49,13 +49,25 @@ DATA, END, ERROR = b"D", b"E", b"X"
 STOP_SUFFIX = ":stop"  # the reader sets <key>:stop when it gives up
 
 # A node's name is part of its channel's name.
-NODE_RE = re.compile(r"[^A-Za-z0-9_.-]")
+# A node's name: what a host name, a channel name and a Redis key all take as they are.
+NODE_NAME_RE = re.compile(r"[a-z0-9-]{1,63}")  # whole names: fullmatch
 
 
 def default_node() -> str:
-    """The host name, reduced to what a channel name may hold."""
-    name = NODE_RE.sub("-", socket.gethostname())[:60].strip("-.")
-    return name or "node"
+    """This host's name as a node name: lower case, every other character a '-' (so
+    "Lab_Host.example" is "lab-host-example"), at most 63 characters; "node" if none is left."""
+    name = re.sub(r"[^a-z0-9]+", "-", socket.gethostname().lower()).strip("-")[:63]
+    return name.strip("-") or "node"
+
+
+def check_node_name(name: str) -> str:
+    """A node name as given (GANTRY_NODE, --node): refused unless [a-z0-9-]{1,63}."""
+    if not NODE_NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"node name {name[:80]!r}: 1 to 63 lower-case letters, digits or '-' "
+            "(it names the node's channel and its records)"
+        )
+    return name
 
 
 # The lab's milestones, in order: the keys of lab.check's reply, and what the learner reads.
