@@ -63,8 +63,9 @@ def test_a_node_name_outside_a_to_z_digits_and_dashes_is_refused(
 
 def test_the_worker_refuses_to_start_under_a_bad_node_name(tmp_path: Path) -> None:
     """`manage.py engine --node Lab_1` stops at once with the rule, before anything runs."""
+    # TMPDIR: the temporary directory tests/settings.py makes goes under tmp_path (cleaned)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DJANGO_SETTINGS_MODULE": "tests.settings",
-           "GANTRY_CONFIG": str(tmp_path / "none.json")}  # fmt: skip
+           "GANTRY_CONFIG": str(tmp_path / "none.json"), "TMPDIR": str(tmp_path)}  # fmt: skip
     done = subprocess.run(
         [sys.executable, "manage.py", "engine", "--root", str(tmp_path), "--node", "Lab_1"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
