@@ -24,8 +24,9 @@ from typing import Any
 from engine.errors import InvalidInputError
 
 ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
-TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\S+')
+TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\||[^\s|"]+')  # a string, a pipe, or a word
 NO_VALUE = "<no value>"
+MAX_DEPTH = 50  # range/if blocks inside each other
 
 
 def go_text(value: Any) -> str:
@@ -110,9 +111,14 @@ def _command(dot: Any, words: list[str], piped: list[Any]) -> Any:
 
 def evaluate(dot: Any, pipeline: str) -> Any:
     """One pipeline: commands joined by |, each result passed as the next one's last argument."""
+    commands: list[list[str]] = [[]]
+    for word in TOKEN.findall(pipeline):  # a | inside a quoted string is not a pipe
+        if word == "|":
+            commands.append([])
+        else:
+            commands[-1].append(word)
     piped: list[Any] = []
-    for part in pipeline.split("|"):
-        words = TOKEN.findall(part)
+    for words in commands:
         if not words:
             raise InvalidInputError("template: empty command")
         piped = [_command(dot, words, piped)]
@@ -151,6 +157,8 @@ def parse(template: str) -> list[Node]:
 def _action(action: str, stack: list[tuple[Node | None, list[Node]]]) -> None:
     word = action.split(None, 1)[0] if action else ""
     if word in ("range", "if"):
+        if len(stack) > MAX_DEPTH:
+            raise InvalidInputError(f"template: blocks nested deeper than {MAX_DEPTH}")
         node = Node(word, action[len(word) :].strip())
         stack[-1][1].append(node)
         stack.append((node, node.body))

@@ -326,3 +326,19 @@ def test_c10_chmod_through_symlinks_stays_inside(
         files.chmod(ctr, "/hostfile", 0o777)
     files.chmod(ctr, "/data/etc/shadow", 0o600)
     assert stat.S_IMODE((merged / "etc" / "shadow").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("policy", "idle"),
+    [({}, 60.0), ({"files.upload_idle_seconds": 2}, 2.0), ({"files.upload_idle_seconds": 0.5}, 0.5),
+     ({"files.upload_idle_seconds": "soon"}, 60.0), ({"files.upload_idle_seconds": -1}, 60.0),
+     ({"files.upload_idle_seconds": True}, 60.0)],
+)  # fmt: skip
+def test_the_upload_idle_time_comes_from_policy_and_a_bad_value_is_the_default(
+    tmp_path: Path, policy: dict[str, object], idle: float
+) -> None:
+    from engine.config import EngineConfig
+    from engine.core import Engine
+    from engine.files.transfer import upload_idle
+
+    assert upload_idle(Engine(EngineConfig(root=tmp_path, policy=policy))) == idle

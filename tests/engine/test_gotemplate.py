@@ -39,6 +39,9 @@ ROW = {
         ("{{index .Command 2}}", "echo hi"),
         ('{{join .Command ","}}', "sh,-c,echo hi"),
         ("{{.Names | upper}}", "FMTPROBE"),
+        ("{{.Names|upper}}", "FMTPROBE"),
+        ('{{join .Command "|"}}', "sh|-c|echo hi"),  # a pipe in a string is not a pipe
+        ('{{join .Command " | " | upper}}', "SH | -C | ECHO HI"),
         ("{{len .Command}}", "3"),
         ("{{range .Command}}<{{.}}>{{end}}", "<sh><-c><echo hi>"),
         ("{{if .Exited}}gone{{else}}here{{end}}", "here"),
@@ -82,6 +85,8 @@ def test_no_items_print_nothing() -> None:
         ("{{index .Command 9}}", "index of"),
         ("{{json}}", "wrong arguments for json"),
         ("{{}}", "empty command"),
+        ("{{.ID | }}", "empty command"),
+        ("{{if .Pid}}" * 500 + "{{end}}" * 500, "nested deeper than 50"),
     ],
 )
 def test_what_is_not_supported_is_said_clearly(template: str, said: str) -> None:

@@ -69,9 +69,9 @@ async def test_a_learners_lab_shows_and_resets(
     # an instructor may open a learner's container, not the other way round
     assert (await instructor.get(f"/containers/{own.container_id}/")).status_code == 200
     # with their disk against their quota, in the table and on the container's Storage tab
-    assert 'aria-label="disk used by alice"' in table and "0 bytes</span> of 1.0 GiB" in table
+    assert 'aria-label="disk used by alice"' in table and "0\xa0bytes</span> of 1.0\xa0GiB" in table
     storage = (await instructor.get(f"/containers/{own.container_id}/storage/")).content.decode()
-    assert "Disk of alice" in storage and "of 1.0 GiB" in storage
+    assert "Disk of alice" in storage and "of 1.0\xa0GiB" in storage
     # what alice typed and the host path runc binds, on the Storage and Spec tabs
     real = f'<td class="mono">{sandbox / "mnt"} <span class="hint">'
     spec = (await learner.get(f"/containers/{own.container_id}/spec/")).content.decode()
@@ -119,7 +119,7 @@ async def test_a_learner_touches_mnt_on_by_hand_in_host_files(
     assert await sync_to_async(on.is_file)()
     listed = (await client.get("/lab/host-files")).content.decode()
     assert '<td class="mono">/mnt/on</td>' in listed
-    assert "Your disk" in listed and "0 bytes</span> of 1.0 GiB" in listed
+    assert "Your disk" in listed and "0\xa0bytes</span> of 1.0\xa0GiB" in listed
     # bob's sandbox is his own; a hostile path is refused with the reason
     bobs = (await (await client_of(bob)).get("/lab/host-files")).content.decode()
     assert '<td class="mono">/mnt/on</td>' not in bobs and "Empty" in bobs
@@ -154,6 +154,6 @@ def test_disk_sizes_are_in_the_units_the_refusals_use() -> None:
     """The meter and the engine's quota refusal say the same thing: binary units, KiB."""
     from webui.templatetags.gantry_text import iec_size
 
-    assert [iec_size(n) for n in (0, 1023, 1536, 40_000, 1 << 30, None)] == [
-        "0 bytes", "1023 bytes", "1.5 KiB", "39.1 KiB", "1.0 GiB", "0 bytes",
-    ]  # fmt: skip
+    sizes = [iec_size(n).replace("\xa0", " ") for n in (0, 1023, 1536, 40_000, 1 << 30, None)]
+    assert sizes == ["0 bytes", "1023 bytes", "1.5 KiB", "39.1 KiB", "1.0 GiB", "0 bytes"]
+    assert iec_size(1536) == "1.5\xa0KiB"  # never split across lines

@@ -21,11 +21,12 @@ def ticks(text: str) -> SafeString:
 @register.filter
 def iec_size(size: int | float | None) -> str:
     """Bytes in binary units, as the engine's quota refusals say them: 1536 -> "1.5 KiB"
-    (Django's filesizeformat divides by 1024 too but writes "KB")."""
+    (Django's filesizeformat divides by 1024 too but writes "KB"); a no-break space between
+    number and unit, so a narrow column never splits them."""
     count = int(size or 0)
     value, unit = float(count), "bytes"
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":
             break
         value /= 1024
-    return f"{count} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+    return f"{count}\u00a0bytes" if unit == "bytes" else f"{value:.1f}\u00a0{unit}"
