@@ -143,14 +143,22 @@ class Worker:
         if self.on_ready is not None:
             self.on_ready()
         beat = asyncio.create_task(self._heartbeat(stop))
+        stopped = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
-                message = await self._receive(stop)
-                if message is not None:
-                    task = asyncio.create_task(self._handle(message))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                message = await self._receive(stopped)
+                if message is None:
+                    continue
+                if message.get("type") == TERM_TYPE:
+                    # Terminal traffic (keystrokes, resizes, acks): fire-and-forget, no reply,
+                    # handled here at once so typing never waits behind a slow request.
+                    self._handle_term(message)
+                    continue
+                task = asyncio.create_task(self._handle(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         finally:
+            stopped.cancel()
             self.engine.stopping.set()
             from engine.terminal.hub import TerminalHub
 
@@ -161,14 +169,13 @@ class Worker:
             self.pool.shutdown(wait=False, cancel_futures=True)
             await self.publisher.stop()
 
-    async def _receive(self, stop: asyncio.Event) -> dict[str, Any] | None:
+    async def _receive(self, stopped: asyncio.Task[Any]) -> dict[str, Any] | None:
+        """The next message (a dict), or None when stopped or on a bad or failed receive."""
         receive = asyncio.create_task(self.layer.receive(self.channel))
-        stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({receive, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if receive in done:
-            stopped.cancel()
             try:
-                return receive.result()
+                message: Any = receive.result()
             except Exception as err:  # the layer is gone or full: one line each, and retry
                 log.error(
                     "receive failed: %s: %s", type(err).__name__, err,
@@ -176,22 +183,24 @@ class Worker:
                 )  # fmt: skip
                 await asyncio.sleep(0.5)
                 return None
+            if isinstance(message, dict):
+                return message
+            log.warning("bad request: a %s, not a mapping", type(message).__name__)
+            return None
         receive.cancel()
         return None
 
+    def _handle_term(self, message: dict[str, Any]) -> None:
+        try:
+            handle_term_message(self.engine, message)
+        except Exception as err:
+            log.info("terminal message dropped: %s", err)
+
     async def _handle(self, message: dict[str, Any]) -> None:
-        if isinstance(message, dict) and message.get("type") == TERM_TYPE:
-            # Terminal traffic (keystrokes, resizes, acks): fire-and-forget, no reply, handled
-            # at once so typing never waits behind a slow request.
-            try:
-                handle_term_message(self.engine, message)
-            except Exception as err:
-                log.info("terminal message dropped: %s", err)
-            return
         try:
             request = parse_request(message)
         except InvalidInputError as err:
-            reply_to = message.get("reply_to") if isinstance(message, dict) else None
+            reply_to = message.get("reply_to")
             log.warning("bad request: %s", err.message)
             if isinstance(reply_to, str) and len(reply_to) < 200 and CHANNEL_RE.match(reply_to):
                 req_id = str(message.get("id", ""))[:64]

@@ -50,25 +50,30 @@ HIGH_WATER = 4 * 1024 * 1024  # when every viewer is this far behind, stop readi
 MAX_PENDING = 64 * 1024 * 1024  # bytes queued for a viewer before it is detached as too slow
 STALL_SECONDS = 10.0  # no acknowledgement for this long, with bytes in flight: detached
 CHUNK = 256 * 1024  # largest output message (B: the layer carries up to ~512 KiB well)
+PACKET = 8193  # conmon's attach packets: one stream byte and up to 8 KiB of output
+BURST = 64 * 1024  # output read from the socket before it is handed on
 INPUT_PACKET = 32 * 1024  # conmon reads at most this much per packet
 MAX_INPUT_QUEUE = 1024  # packets waiting for the container to read its input
 STREAM_STDOUT, STREAM_STDERR = 2, 3
 
 
 class Ring:
-    """The last ``size`` bytes written."""
+    """The last ``size`` bytes written, kept as the chunks they came in (trimming a chunk at a
+    time: one bytearray trimmed at the front moved the whole ring for every packet)."""
 
     def __init__(self, size: int = SCROLLBACK) -> None:
         self.size = size
-        self.buf = bytearray()
+        self.chunks: deque[bytes] = deque()
+        self.total = 0
 
     def write(self, data: bytes) -> None:
-        self.buf += data
-        if len(self.buf) > self.size:
-            del self.buf[: len(self.buf) - self.size]
+        self.chunks.append(data)
+        self.total += len(data)
+        while self.total - len(self.chunks[0]) >= self.size:
+            self.total -= len(self.chunks.popleft())
 
     def getvalue(self) -> bytes:
-        return bytes(self.buf)
+        return b"".join(self.chunks)[-self.size :]
 
 
 @dataclass
@@ -117,6 +122,8 @@ class Session:
         self.close_reason = ""
         self.exit_code: int | None = None
         self.input: queue.Queue[bytes | None] = queue.Queue(MAX_INPUT_QUEUE)
+        self.input_lock = threading.Lock()
+        self.input_waiting = 0  # packets queued for, or being written by, the writer thread
         self.bytes_out = 0
         self._last_reap = time.monotonic()
         self._threads = [
@@ -135,11 +142,11 @@ class Session:
                     while self._all_behind_locked():
                         self.lock.wait(0.5)
                         self._reap_stalled_locked()
-                packet = self.sock.recv(8193)
-                if not packet:
+                data, ended = self._receive()
+                if data:
+                    self._output(data)
+                if ended:
                     break
-                if packet[0] in (STREAM_STDOUT, STREAM_STDERR) and len(packet) > 1:
-                    self._output(packet[1:])
         except OSError as err:
             log.info("%s: attach socket error: %s", self.key, err)
         if self._on_eof is not None:
@@ -148,6 +155,25 @@ class Session:
             except Exception:
                 log.exception("%s: end of session handler failed", self.key)
         self.close("the session ended")
+
+    def _receive(self) -> tuple[bytes, bool]:
+        """The output of the next packet and of those already queued behind it, up to BURST
+        bytes (a burst costs one lock and one wake-up, not one per 4 KiB packet); and whether
+        the socket reached EOF."""
+        parts: list[bytes] = []
+        size, flags = 0, 0
+        while size < BURST:
+            try:
+                packet = self.sock.recv(PACKET, flags)
+            except BlockingIOError:
+                break
+            if not packet:
+                return b"".join(parts), True
+            if packet[0] in (STREAM_STDOUT, STREAM_STDERR) and len(packet) > 1:
+                parts.append(packet[1:])
+                size += len(packet) - 1
+            flags = socket.MSG_DONTWAIT
+        return b"".join(parts), False
 
     def _output(self, data: bytes) -> None:
         with self.lock:
@@ -203,19 +229,38 @@ class Session:
             except OSError as err:
                 log.info("%s: input lost: %s", self.key, err)
                 return
+            finally:
+                with self.input_lock:
+                    self.input_waiting -= 1
 
     def send_input(self, data: bytes) -> None:
-        """Queue keystrokes for the container. Raises InvalidInputError when the container
-        has stopped reading and the queue is full (the viewer is told, nothing blocks)."""
+        """Send keystrokes to the container: at once when nothing is waiting before them and
+        conmon takes them without blocking (a keystroke's echo then waits for no thread),
+        else queued for the writer thread. Raises InvalidInputError when the container has
+        stopped reading and the queue is full (the viewer is told, nothing blocks)."""
         if self.closed:
             raise InvalidInputError("the terminal session has ended")
         for start in range(0, len(data), INPUT_PACKET):
             chunk = data[start : start + INPUT_PACKET]
-            if chunk:
+            with self.input_lock:
+                if not self.input_waiting and self._send_now(chunk):
+                    continue
                 try:
                     self.input.put_nowait(chunk)
                 except queue.Full as err:
                     raise InvalidInputError("the container is not reading its input") from err
+                self.input_waiting += 1
+
+    def _send_now(self, chunk: bytes) -> bool:
+        """One packet to conmon if it takes it without blocking (a SEQPACKET send is whole
+        or nothing)."""
+        try:
+            return self.sock.send(chunk, socket.MSG_DONTWAIT) == len(chunk)
+        except BlockingIOError:
+            return False
+        except OSError as err:
+            log.info("%s: input lost: %s", self.key, err)
+            return True
 
     def resize(self, rows: int, cols: int) -> None:
         if self._resize is not None and not self.closed:

@@ -116,6 +116,40 @@ def test_it_drains_with_nobody_watching_and_replays_the_scrollback(pair: Any) ->
     session.close("test over")
 
 
+def test_the_ring_keeps_exactly_the_last_bytes_written() -> None:
+    ring = terminal.Ring(size=10)
+    for part in (b"abc", b"defgh", b"ijklmnop", b"q"):
+        ring.write(part)
+    assert ring.getvalue() == b"hijklmnopq"
+    ring.write(b"0123456789ABC")  # one chunk longer than the ring
+    assert ring.getvalue() == b"3456789ABC"
+    assert len(ring.chunks) == 1
+
+
+def test_a_burst_of_packets_is_read_in_one_go_up_to_the_eof(pair: Any) -> None:
+    """Packets already queued are read together (output of the stdout and stderr streams,
+    nothing of any other stream byte), and an EOF right behind them ends the burst."""
+    ours, conmon = pair
+    for packet in (b"\x02one ", b"\x03two ", b"\x01not output", b"\x02three"):
+        conmon.send(packet)
+    conmon.close()
+    session = Session.__new__(Session)
+    session.sock = ours
+    assert session._receive() == (b"one two three", True)
+    ours.close()
+
+
+def test_a_burst_stops_at_the_burst_size_and_the_rest_waits(pair: Any) -> None:
+    ours, conmon = pair
+    emit(conmon, b"z" * (terminal.BURST + 8192 * 3))
+    session = Session.__new__(Session)
+    session.sock = ours
+    first, ended = session._receive()
+    assert len(first) == terminal.BURST and not ended
+    assert session._receive() == (b"z" * 8192 * 3, False)
+    ours.close()
+
+
 def test_input_goes_out_in_conmon_sized_packets(pair: Any) -> None:
     ours, conmon = pair
     session = start(ours, Viewers())
@@ -124,6 +158,23 @@ def test_input_goes_out_in_conmon_sized_packets(pair: Any) -> None:
     while sum(sizes) < 70_000:
         sizes.append(len(conmon.recv(65536)))
     assert sizes == [32768, 32768, 4464]
+    session.close("test over")
+
+
+def test_input_keeps_its_order_when_conmon_stops_reading_for_a_while(pair: Any) -> None:
+    """Keystrokes go straight to the socket while it takes them, and through the writer
+    thread once it is full: either way conmon gets every packet, in order."""
+    ours, conmon = pair
+    session = start(ours, Viewers())
+    packets = [b"%06d" % i * 5000 for i in range(200)]  # ~6 MB: far more than the socket holds
+    for packet in packets:
+        session.send_input(packet)
+    assert session.input_waiting > 0  # some had to wait for the writer
+    got = [conmon.recv(65536) for _ in packets]
+    assert got == packets
+    wait_for(lambda: session.input_waiting == 0)
+    session.send_input(b"ls\n")  # and straight through again
+    assert conmon.recv(65536) == b"ls\n"
     session.close("test over")
 
 

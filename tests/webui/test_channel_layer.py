@@ -106,6 +106,30 @@ async def test_a_cancelled_receive_loses_no_message_of_another_channel(
     assert reply == {"type": "engine.reply", "id": "r1"}
 
 
+async def test_a_local_message_crosses_redis_once(
+    web_and_engine: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A terminal's 256 KiB of output is popped once: not copied into a backup key and
+    popped again, as channels_redis' receive does (its cost showed in terminal throughput)."""
+    web, eng = web_and_engine
+    commands: list[str] = []
+    real = redis.asyncio.Redis.execute_command
+
+    async def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        commands.append(str(args[0]).upper())
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.asyncio.Redis, "execute_command", counting)
+    channel = await web.new_channel()
+    reading = asyncio.create_task(web.receive(channel))
+    await asyncio.sleep(0.05)
+    await eng.send(channel, {"type": "term.output", "data": b"x" * 256 * 1024})
+    message = await asyncio.wait_for(reading, 3)
+    assert message == {"type": "term.output", "data": b"x" * 256 * 1024}
+    assert "ZADD" not in commands and "ZPOPMIN" not in commands
+    assert commands.count("BZPOPMIN") >= 1
+
+
 async def test_a_reply_nobody_waits_for_is_kept_until_read(
     web_and_engine: tuple[Any, Any],
 ) -> None:
