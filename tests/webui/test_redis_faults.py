@@ -5,6 +5,7 @@ timeout rather than hanging for the socket's, and requests answer again once Red
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -96,7 +97,7 @@ async def test_a_stalled_redis_fails_a_request_within_its_timeout(
     await answers()
 
 
-async def test_a_full_redis_refuses_a_request_clearly_and_recovers(
+async def test_a_full_redis_answers_or_refuses_a_request_clearly_and_recovers(
     worker: Any, private_redis: Path
 ) -> None:
     client = redis.Redis(unix_socket_path=str(private_redis))
@@ -107,11 +108,14 @@ async def test_a_full_redis_refuses_a_request_clearly_and_recovers(
         with pytest.raises(redis.exceptions.OutOfMemoryError):
             client.set("probe", "x")
         started = time.monotonic()
-        # The send may be taken or refused (OOM), but the engine cannot take it off the
-        # queue (its receive writes too): either way a clear error, within the timeout.
+        # The send script and the receive's one BZPOPMIN may pass (a script that has written
+        # is let on past the OOM check, and a pop frees memory); a write that does not is
+        # refused. Either the answer or a clear error, within the timeout, never a hang.
         refusal = "refused the request: OOM|no answer from node testnode within 2s"
-        with pytest.raises(EngineOfflineError, match=refusal):
-            await ping(2.0)
+        try:
+            assert await ping(2.0) == "pong"
+        except EngineOfflineError as err:
+            assert re.search(refusal, str(err)), err
         assert time.monotonic() - started < 2.5
         client.config_set("maxmemory", 0)
         await answers()
