@@ -7,6 +7,7 @@
 /containers/<id>/run/ ...        run.py        (start/stop/kill/..., logs)
 /users/ ...                      users.py      (admins: add, roles, disable, passwords)
 /class/ ...                      classroom.py  (instructors: every learner's lab, reset)
+/nodes/ ...                      nodes.py      (instructors: the engine nodes, live)
 """
 
 from __future__ import annotations
@@ -32,4 +33,5 @@ urlpatterns = [
     path("", include("webui.views.lab")),
     path("", include("webui.views.users")),
     path("", include("webui.views.classroom")),
+    path("", include("webui.views.nodes")),
 ]

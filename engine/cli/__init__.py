@@ -24,7 +24,7 @@ from engine.errors import EngineError
 Verb = Callable[[Engine, argparse.Namespace], int]
 DOMAINS = ["node", "images", "containers", "spec", "runtime", "terminal"]  # as help lists them
 VERB_DOMAINS = {
-    **dict.fromkeys(["info", "config"], "node"),
+    **dict.fromkeys(["info", "config", "nodes"], "node"),
     **dict.fromkeys(["pull", "images", "rmi", "load", "login", "logout"], "images"),
     **dict.fromkeys(
         ["create", "mount", "unmount", "umount", "diff", "cp", "ps", "inspect", "rm"],

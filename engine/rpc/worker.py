@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from engine.protocol import (
     engine_channel,
 )
 from engine.rpc.dispatch import dispatch, parse_request, reply_error, run_startup
+from engine.rpc.presence import Presence, hold_root
 from engine.runtime.nodeinfo import node_info
 
 log = logging.getLogger("gantry.engine.worker")
@@ -122,7 +124,9 @@ class Worker:
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         working_interval: float = WORKING_INTERVAL,
         on_ready: Callable[[], None] | None = None,
+        presence: Presence | None = None,
     ) -> None:
+        self.presence = presence  # this worker in the node registry (None: not registered)
         self.on_ready = on_ready  # called once the start-up work is done and requests are taken
         self.layer = layer
         self.engine = engine
@@ -134,9 +138,16 @@ class Worker:
 
     async def serve(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
+        self.engine.ensure_root()
+        root_lock = hold_root(self.engine)  # before any container is touched: one worker
+        if self.presence is not None:  # a root, one worker a name
+            try:
+                await loop.run_in_executor(self.pool, self.presence.claim)
+            except BaseException:
+                os.close(root_lock)
+                raise
         self.publisher = LayerPublisher(self.layer, loop)
         self.publisher.start()
-        self.engine.ensure_root()
         ctx = Context(self.engine, publisher=self.publisher)
         await loop.run_in_executor(self.pool, run_startup, ctx)
         log.info("engine worker for node %s consuming %s", self.engine.config.node, self.channel)
@@ -168,6 +179,9 @@ class Worker:
                 task.cancel()
             self.pool.shutdown(wait=False, cancel_futures=True)
             await self.publisher.stop()
+            if self.presence is not None:
+                self.presence.release()
+            os.close(root_lock)
 
     async def _receive(self, stopped: asyncio.Task[Any]) -> dict[str, Any] | None:
         """The next message (a dict), or None when stopped or on a bad or failed receive."""
@@ -240,6 +254,8 @@ class Worker:
                 await self.layer.group_send(NODES_GROUP, beat)
             except Exception as err:
                 log.warning("heartbeat failed: %s", err)
+            if self.presence is not None:
+                await loop.run_in_executor(self.pool, self.presence.beat)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.heartbeat_interval)
 

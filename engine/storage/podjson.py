@@ -66,7 +66,7 @@ def effective_command(record: ContainerRecord) -> list[str]:
     return list(record.options.entrypoint or []) + list(record.options.command)
 
 
-def _rfc3339(ts: float | None) -> str:
+def rfc3339(ts: float | None) -> str:
     if not ts:
         return "0001-01-01T00:00:00Z"
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
@@ -104,7 +104,7 @@ def inspect_json(
     o = record.options
     return {
         "Id": record.id,
-        "Created": _rfc3339(record.created),
+        "Created": rfc3339(record.created),
         "Path": effective_command(record)[0] if effective_command(record) else "",
         "Args": effective_command(record)[1:],
         "State": {
@@ -114,8 +114,8 @@ def inspect_json(
             "ExitCode": record.exit_code if record.exit_code is not None else 0,
             "Pid": record.pid,
             "ConmonPid": record.conmon_pid,
-            "StartedAt": _rfc3339(record.started_at),
-            "FinishedAt": _rfc3339(record.finished_at),
+            "StartedAt": rfc3339(record.started_at),
+            "FinishedAt": rfc3339(record.finished_at),
             "Error": record.error,
         },
         "Image": record.image_id.removeprefix("sha256:"),

@@ -1,11 +1,13 @@
-"""The admins' Users page in Chromium, driven by its visible labels: add two learners, read
+"""The admins' pages in Chromium, driven by their visible labels. Users: add two learners, read
 their one-time passwords, log one in, make the other an instructor, disable the first (whose
-open page is logged out)."""
+open page is logged out). Nodes: the stack's engine online, offline within 5 s of its
+heartbeats stopping, online again, without a reload."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,4 +71,28 @@ def test_an_admin_adds_and_manages_learners(stack: Stack, browser: Any, shots: A
     expect(page.locator("tr[data-learner='ann']")).to_contain_text("not started")
     expect(page.locator("tr[data-learner='bob']")).to_have_count(0)
     shots(page, "class")
+    context.close()
+
+
+def test_the_nodes_page_follows_a_node_going_offline_and_back(
+    stack: Stack, browser: Any, shots: Any
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    login(stack, page)
+    page.get_by_role("link", name="Nodes").click()
+    expect(page.get_by_role("heading", name="Nodes")).to_be_visible()
+    row = page.get_by_role("row", name=re.compile(stack.env["GANTRY_NODE"]))
+    expect(row.get_by_test_id("node-status")).to_have_text("online")
+    expect(row).to_contain_text(f"pid {stack.pid('engine')}")
+    shots(page, "online")
+    engine = stack.pid("engine")
+    os.kill(engine, signal.SIGSTOP)  # heartbeats stop; nothing is lost
+    try:
+        expect(row.get_by_test_id("node-status")).to_have_text("offline", timeout=8000)
+        expect(row.get_by_role("button", name=re.compile("Forget node"))).to_be_visible()
+        shots(page, "offline")
+    finally:
+        os.kill(engine, signal.SIGCONT)
+    expect(row.get_by_test_id("node-status")).to_have_text("online", timeout=8000)
     context.close()

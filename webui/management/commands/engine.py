@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from engine.core import Engine
 from engine.errors import EngineError
+from engine.rpc.presence import Presence
 from engine.rpc.worker import serve
 
 
@@ -41,14 +43,21 @@ class Command(BaseCommand):
         layer = get_channel_layer()
         if layer is None:
             raise CommandError("no channel layer configured (CHANNEL_LAYERS)")
-        asyncio.run(self._run(layer, engine))
+        # In the node registry when the layer is Redis's (a memory layer is one process).
+        presence = None
+        if "Redis" in type(layer).__name__:
+            presence = Presence.from_url(engine, settings.REDIS_URL)
+        try:
+            asyncio.run(self._run(layer, engine, presence))
+        except EngineError as err:
+            raise CommandError(err.message) from err
 
-    async def _run(self, layer: Any, engine: Engine) -> None:
+    async def _run(self, layer: Any, engine: Engine, presence: Presence | None) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(layer, engine, stop, on_ready=_say_ready)
+        await serve(layer, engine, stop, on_ready=_say_ready, presence=presence)
 
 
 def _say_ready() -> None:
