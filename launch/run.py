@@ -1,6 +1,8 @@
 """`./gantry run` after the set-up: the stack under supervisord, in the foreground.
 
-    python -m launch.run CODE_DIR      (CODE_DIR: where the web user reads the web's code)
+    python -m launch.run CODE_DIR          (CODE_DIR: where the web user reads the web's code)
+    python -m launch.run --node CODE_DIR   `./gantry node`: only the engine worker, joining the
+                                           shared Redis at $GANTRY_REDIS_URL as $GANTRY_NODE
 
 Programs, each restarted by supervisord when it ends, each logging into $GANTRY_RUN:
 
@@ -9,9 +11,13 @@ Programs, each restarted by supervisord when it ends, each logging into $GANTRY_
     engine    the engine worker, as root; a restart waits GANTRY_ENGINE_RESTART_DELAY  engine.log
     web       uvicorn, as the web user    web.log
 
+With $GANTRY_REDIS_URL naming another Redis than the private socket (redis://:PASSWORD@HOST,
+rediss:// for TLS) no Redis is started: the stack joins that one. A Redis on TCP without a
+password in the URL is refused.
+
 Ctrl-C (SIGINT or SIGTERM to this process) stops them all and ends with 0; conmon, and so
-every container, outlives them. One stack per host: a second launcher is refused while the
-first one's lock is held (by this process and supervisord).
+every container, outlives them. One stack per run directory: a second launcher is refused
+while the first one's lock is held (by this process and supervisord).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,12 +65,17 @@ class Settings:
     registry_dir: Path
     demo: bool
     restart_delay: float
+    redis_url: str
+    node_only: bool = False  # `./gantry node`: the engine worker alone
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls, node_only: bool = False) -> Settings:
         env = os.environ
+        run = Path(env["GANTRY_RUN"])
         return cls(
-            run=Path(env["GANTRY_RUN"]),
+            node_only=node_only,
+            redis_url=env.get("GANTRY_REDIS_URL") or f"unix://{run / 'redis' / 'redis.sock'}",
+            run=run,
             venv=Path(env["GANTRY_VENV"]),
             web_user=env["GANTRY_WEB_USER"],
             web_home=Path(env["GANTRY_WEB_HOME"]),
@@ -82,6 +94,56 @@ class Settings:
     @property
     def redis_socket(self) -> Path:
         return self.run / "redis" / "redis.sock"
+
+    @property
+    def own_redis(self) -> bool:
+        """Whether this stack runs its private Redis (else it joins $GANTRY_REDIS_URL's)."""
+        return self.redis_url == f"unix://{self.redis_socket}"
+
+
+def shown_url(url: str) -> str:
+    """A Redis URL fit for a log: its password replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_redis_url(s: Settings) -> None:
+    """Refuse a shared Redis on TCP that takes no password, and a node with no shared Redis."""
+    if s.node_only and s.own_redis:
+        raise Refused(
+            "./gantry node joins the Redis its web and other nodes share: set GANTRY_REDIS_URL "
+            "(redis://:PASSWORD@HOST:6379/0, or rediss://... for TLS)"
+        )
+    if s.own_redis:
+        return
+    parts = urllib.parse.urlsplit(s.redis_url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise Refused(
+            f"GANTRY_REDIS_URL {shown_url(s.redis_url)[:200]}: "
+            "redis://, rediss:// (TLS) or unix:// only"
+        )
+    if parts.scheme in ("redis", "rediss") and not parts.password:
+        raise Refused(
+            f"GANTRY_REDIS_URL {shown_url(s.redis_url)[:200]} has no password: Gantry never uses "
+            "a Redis on TCP that anyone who reaches its port may use "
+            "(redis://:PASSWORD@HOST:6379/0, requirepass in redis.conf)"
+        )
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return False
 
 
 # -- before the programs -----------------------------------------------------------------------
@@ -186,6 +248,10 @@ def programs(s: Settings, code: Path, registry: Path | None) -> dict[str, tuple[
             s.run / "web.log",
         ),
     }
+    if not s.own_redis:
+        del out["redis"]
+    if s.node_only:
+        return {"engine": out["engine"]}
     if registry is not None:
         command = ["docker-registry", "serve", str(registry)]
         out["registry"] = (
@@ -248,6 +314,16 @@ def answers(url: str) -> bool:
         return False
 
 
+def prepare_web(s: Settings, code: Path) -> None:
+    """The web's database up to date and its first admin; its port free."""
+    as_web(s, code, "migrate", "--noinput", "-v", "0")
+    as_web(s, code, "ensure_admin")
+    if in_use(s.bind, s.port):
+        raise Refused(
+            f"port {s.port} on {s.bind} is already in use: stop what serves it, or set GANTRY_PORT"
+        )
+
+
 # -- the stack ---------------------------------------------------------------------------------
 class Launcher:
     def __init__(self, settings: Settings, code: Path) -> None:
@@ -277,8 +353,12 @@ class Launcher:
             start_new_session=True,  # Ctrl-C reaches this launcher only, which stops them in order
             pass_fds=(lock,),
         )
-        log = s.run / "redis" / "redis.log"
-        wait_for(f"redis (see {log})", s.redis_socket.is_socket, 10, stack)
+        if s.own_redis:
+            log = s.run / "redis" / "redis.log"
+            wait_for(f"redis (see {log})", s.redis_socket.is_socket, 10, stack)
+        else:
+            shown = f"the Redis at {shown_url(s.redis_url)}"
+            wait_for(shown, lambda: redis_answers(s.redis_url), 20, stack)
         refs = []
         if registry is not None:
             v2 = f"http://127.0.0.1:{s.registry_port}/v2/"
@@ -289,6 +369,8 @@ class Launcher:
         ready = s.run / "engine.ready"
         seen = f"the engine worker (see {s.run}/engine.log)"
         wait_for(seen, ready.exists, 60, stack)
+        if s.node_only:
+            return refs
         login = f"http://{s.bind}:{s.port}/login/"
         wait_for(f"the web server (see {s.run}/web.log)", lambda: answers(login), 30, stack)
         return refs
@@ -323,6 +405,11 @@ class Launcher:
 
 
 def banner(s: Settings, refs: list[str]) -> None:
+    if s.node_only:
+        node = os.environ.get("GANTRY_NODE") or "(the host name)"
+        say(f"ready: node {node} joined {shown_url(s.redis_url)}  (Ctrl-C stops its engine)")
+        say(f"logs: {s.run}/engine.log")
+        return
     say(f"ready: http://{s.bind}:{s.port}/  (log in as admin; Ctrl-C stops everything)")
     say(f"logs: {s.run}/engine.log (and web.log, supervisord.log beside it)")
     if refs:
@@ -335,20 +422,17 @@ def banner(s: Settings, refs: list[str]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    launcher = Launcher(Settings.from_env(), Path(argv[0]))
+    node_only = argv[0] == "--node"
+    launcher = Launcher(Settings.from_env(node_only), Path(argv[-1]))
     s = launcher.s
     signal.signal(signal.SIGINT, launcher.on_signal)
     signal.signal(signal.SIGTERM, launcher.on_signal)
     try:
+        check_redis_url(s)
         lock = hold_run_lock(s)
         launcher.holds_lock = True
-        as_web(s, launcher.code, "migrate", "--noinput", "-v", "0")
-        as_web(s, launcher.code, "ensure_admin")
-        if in_use(s.bind, s.port):
-            raise Refused(
-                f"port {s.port} on {s.bind} is already in use: "
-                "stop what serves it, or set GANTRY_PORT"
-            )
+        if not s.node_only:
+            prepare_web(s, launcher.code)
         refs = launcher.start(lock)
         if not launcher.stopping:
             banner(s, refs)

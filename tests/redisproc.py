@@ -30,3 +30,12 @@ def start_redis(
             raise RuntimeError(f"redis-server did not start on {sock}")
         time.sleep(0.02)
     return proc
+
+
+def start_tcp_redis(
+    sock: Path, workdir: Path | str, port: int, password: str
+) -> subprocess.Popen[bytes]:
+    """redis-server on 127.0.0.1:``port`` with ``password`` (as a shared Redis is run), and
+    on ``sock`` (what start_redis waits for)."""
+    tcp = ["--port", str(port), "--bind", "127.0.0.1", "--requirepass", password]
+    return start_redis(sock, workdir, *tcp)

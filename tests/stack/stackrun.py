@@ -30,7 +30,13 @@ def free_port() -> int:
 
 
 class Stack:
-    def __init__(self, restart_delay: float = 2.0, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        restart_delay: float = 2.0,
+        extra_env: dict[str, str] | None = None,
+        command: str = "run",
+    ) -> None:
+        self.command = command  # "node": `./gantry node`, an engine worker alone
         # Not under pytest's tmp_path: the unprivileged web user must reach these directories.
         self.tmp = Path(tempfile.mkdtemp(prefix="gantry-stack-"))
         os.chmod(self.tmp, 0o755)
@@ -59,7 +65,7 @@ class Stack:
 
     def start(self, timeout: float = 120) -> Stack:
         self.proc = subprocess.Popen(
-            [str(REPO / "gantry"), "run"],
+            [str(REPO / "gantry"), self.command],
             cwd=REPO,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -76,7 +82,7 @@ class Stack:
                 found = re.search(r"one-time password: (\S+)", line)
                 if found:
                     self.password = found.group(1)
-                if "ready: http" in line:
+                if "ready: http" in line or "ready: node" in line:
                     ready.set()
             ready.set()  # the launcher ended: stop waiting
 
