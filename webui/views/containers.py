@@ -20,8 +20,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from engine.errors import EngineError, NotFoundError
-from engine.protocol import verbs
-from webui import engine_client
+from engine.protocol import nodes, verbs
+from webui import engine_client, placement
 from webui.access import aget_container_for_user, avisible_containers
 from webui.answers import error_text
 from webui.models import Ownership
@@ -51,46 +51,76 @@ def container_list(request: HttpRequest) -> HttpResponse:
     return render(request, "containers/list.html", {"nav": "containers"})
 
 
+def _by_node(
+    owned: list[Ownership], records: list[dict[str, Any]], admin: bool
+) -> dict[str, list[Ownership]]:
+    """The nodes to ask, each with the containers this user may see there: those of their
+    ownerships; for an admin also every online node (its CLI-made containers too)."""
+    by_node: dict[str, list[Ownership]] = {}
+    for own in owned:
+        by_node.setdefault(own.node, []).append(own)
+    if admin:
+        for name in [engine_client.node_name(), *placement.online_names(records)]:
+            by_node.setdefault(name, [])
+    return by_node
+
+
+def _offline_rows(node: str, owns: list[Ownership]) -> list[dict[str, Any]]:
+    """Rows for the containers of a node that is offline: what the web knows of them (name,
+    id), their state unknown, their actions disabled. Nothing is asked of the node."""
+    return [
+        {"Id": o.container_id, "Names": [o.name], "Node": node, "State": "node-offline",
+         "Status": "node offline", "node_offline": True, "Created": o.created_at.timestamp()}
+        for o in owns
+    ]  # fmt: skip
+
+
+async def _node_rows(
+    user: Any, node: str, owns: list[Ownership], records: dict[str, dict[str, Any]]
+) -> tuple[list[dict[str, Any]], str]:
+    """This node's rows of the table, and what went wrong asking it ("" if nothing)."""
+    record = records.get(node)
+    if record is not None and record.get("Status") != nodes.ONLINE:
+        return _offline_rows(node, owns), placement.offline_reason(record)
+    ids = None if user.is_superuser else [o.container_id for o in owns]  # admin: all of them
+    try:
+        listed = await engine_client.request(
+            verbs.CONTAINER_LIST, verbs.ListContainers(ids=ids), user=user, node=node,
+            timeout=LIST_TIMEOUT,
+        )  # fmt: skip
+    except EngineError as err:
+        return [], f"engine {node}: {error_text(err)}"
+    for row in listed:
+        row["Node"] = node
+    return listed, ""
+
+
 @require_GET
 @never_cache
 async def container_table(request: HttpRequest) -> HttpResponse:
     """The `podman ps -a` rows of the containers this user may see, from every node they
     live on. Refreshed by htmx whenever a container event arrives."""
     user = await request.auser()
-    owned = await avisible_containers(user)
-    by_node: dict[str, list[Ownership]] = {}
-    for own in owned:
-        by_node.setdefault(own.node, []).append(own)
-    if user.is_superuser:
-        by_node.setdefault(engine_client.node_name(), [])
+    records = await placement.anodes()
+    by_node = _by_node(await avisible_containers(user), records, user.is_superuser)
+    by_name = {str(r.get("Name")): r for r in records}
     rows: list[dict[str, Any]] = []
     errors: list[str] = []
     for node, owns in sorted(by_node.items()):
-        # an admin sees every container of a node, also those made with the CLI
-        ids = None if user.is_superuser else [o.container_id for o in owns]
-        try:
-            listed = await engine_client.request(
-                verbs.CONTAINER_LIST,
-                verbs.ListContainers(ids=ids),
-                user=user,
-                node=node,
-                timeout=LIST_TIMEOUT,
-            )
-        except EngineError as err:
-            errors.append(f"{node}: {error_text(err)}")
-            continue
+        listed, error = await _node_rows(user, node, owns, by_name)
+        if error:
+            errors.append(error)
         owners = {o.container_id: o.owner.get_username() for o in owns}
         for row in listed:
             row["owner"] = owners.get(row["Id"], "(cli)")
             row["command_text"] = " ".join(row.get("Command") or [])
             rows.append(row)
     rows.sort(key=lambda r: r.get("Created", 0), reverse=True)
-    response = render(
-        request,
-        "containers/table.html",
-        {"rows": rows, "errors": errors, "show_owner": user.is_superuser},
-    )
-    return response
+    context = {
+        "rows": rows, "errors": errors, "show_owner": user.is_superuser,
+        "show_node": len(by_node) > 1 or len(records) > 1,
+    }  # fmt: skip
+    return render(request, "containers/table.html", context)
 
 
 # -- create ----------------------------------------------------------------------------------
@@ -105,6 +135,7 @@ class CreateForm(forms.Form):
     tty = forms.BooleanField(required=False)
     interactive = forms.BooleanField(required=False)
     volumes = forms.CharField(max_length=65536, required=False, widget=forms.Textarea)
+    node = forms.CharField(max_length=63, required=False)  # "any" or "": placement chooses
 
     def _split(self, field: str) -> list[str]:
         try:
@@ -171,12 +202,18 @@ async def _images(user: Any) -> list[str]:
 async def container_new(request: HtmxHttpRequest) -> HttpResponse:
     user = await request.auser()
     form = CreateForm(request.POST if request.method == "POST" else None)
-    ctx: dict[str, Any] = {"nav": "containers", "form": form, "images": await _images(user)}
+    records = await placement.anodes()
+    ctx: dict[str, Any] = {
+        "nav": "containers", "form": form, "images": await _images(user), "nodes": records,
+    }  # fmt: skip
     if request.method == "POST" and form.is_valid():
         started = time.monotonic()
         try:
             args = form.engine_args()
-            row = await engine_client.request(verbs.CONTAINER_CREATE, args, user=user)
+            owned = Ownership.objects.filter(owner=cast(Any, user)).only("node")
+            mine = [o.node async for o in owned]
+            node = placement.choose(records, form.cleaned_data["node"], mine)
+            row = await engine_client.request(verbs.CONTAINER_CREATE, args, user=user, node=node)
         except forms.ValidationError as err:
             ctx["error"] = "; ".join(err.messages)
         except EngineError as err:
@@ -187,7 +224,7 @@ async def container_new(request: HtmxHttpRequest) -> HttpResponse:
             await Ownership.objects.acreate(
                 container_id=row["Id"],
                 name=row["Names"][0],
-                node=row.get("Node") or engine_client.node_name(),
+                node=row.get("Node") or node,
                 owner=cast(Any, user),
             )
             from webui.views.lab import follow_new_container  # (lab.py imports this module)

@@ -1,0 +1,165 @@
+"""Containers on several nodes (issue 15): placement of a new container ("any node" or a named
+one), and the containers table with a node column, a node that goes offline shown as such
+with its actions disabled and nothing asked of it. Two real engine workers, each registered in
+the real Redis, on their own state roots."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+
+from engine.config import EngineConfig
+from engine.core import Engine
+from engine.errors import EngineOfflineError, NotFoundError
+from engine.protocol import nodes, verbs
+from engine.rpc.presence import Presence
+from engine.rpc.worker import serve
+from engine.storage import mounts
+from engine.storage.containers import Containers
+from tests.imagetools import busybox_image
+from tests.webui.webtools import client_for
+from webui import engine_client, placement
+from webui.models import Ownership
+
+pytestmark = pytest.mark.django_db(transaction=True)
+HX = {"HX-Request": "true"}
+IMAGE = "localhost/busybox:latest"
+
+
+def record(name: str, running: int = 0, mem: int = 1, status: str = nodes.ONLINE) -> dict[str, Any]:
+    return {"Name": name, "Status": status, "Running": running, "MemFree": mem}
+
+
+def test_any_node_is_the_users_own_else_the_least_loaded() -> None:
+    three = [record("a", running=3), record("b", running=1, mem=5), record("c", running=1, mem=9)]
+    assert placement.choose(three, "any") == "c"  # fewest running, then most memory
+    assert placement.choose(three, "") == "c"
+    assert placement.choose(three, "any", ["a", "b", "b"]) == "b"  # where the user's lab is
+    three[1]["Status"] = nodes.OFFLINE
+    assert placement.choose(three, "any", ["b"]) == "c"  # ... unless that node is offline
+    assert placement.choose(three, "a") == "a"
+
+
+def test_a_named_node_must_be_known_and_online() -> None:
+    two = [record("a"), record("b", status=nodes.OFFLINE)]
+    with pytest.raises(EngineOfflineError, match="node b is offline"):
+        placement.choose(two, "b")
+    with pytest.raises(NotFoundError, match="node zz: no such node"):
+        placement.choose(two, "zz")
+    with pytest.raises(EngineOfflineError, match="no engine node is online"):
+        placement.choose([record("b", status=nodes.OFFLINE)], "any")
+
+
+def test_without_a_registry_there_is_this_webs_node_only() -> None:
+    own = engine_client.node_name()
+    assert placement.choose([], "any") == own and placement.choose([], own) == own
+    with pytest.raises(NotFoundError):
+        placement.choose([], "elsewhere")
+
+
+class Node:
+    """An engine worker of its own, registered, in this event loop."""
+
+    def __init__(self, engine: Engine, layer: Any) -> None:
+        self.engine = engine
+        self.stop = asyncio.Event()
+        self.client = redis.Redis.from_url(settings.REDIS_URL)
+        presence = Presence(engine, self.client)
+        self.task = asyncio.create_task(
+            serve(layer, engine, self.stop, heartbeat_interval=0.2, presence=presence)
+        )
+
+    async def ready(self) -> None:
+        node = self.engine.config.node
+        await engine_client.request(verbs.NODE_PING, verbs.NoArgs(), timeout=30, node=node)
+        busybox_image(self.engine)
+
+    async def halt(self) -> None:
+        if not self.stop.is_set():
+            self.stop.set()
+            await asyncio.wait_for(self.task, 10)
+            service = self.engine.get(Containers)
+            for rec in service.list():
+                mounts.unmount(service.paths(rec.id).merged)
+
+
+@pytest.fixture
+async def two_nodes(
+    engine: Engine, channel_layer: Any, tmp_path: Path
+) -> AsyncIterator[tuple[Node, Node]]:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(nodes.NODES_KEY, *client.keys(nodes.LEASE_PREFIX + "*"))
+    other = Engine(
+        EngineConfig(root=tmp_path / "root-b", node="testnode-b", sandbox_root=tmp_path / "sb")
+    )
+    pair = (Node(engine, channel_layer), Node(other, channel_layer))
+    for node in pair:
+        await node.ready()
+    placement.forget_cache()
+    yield pair
+    for node in pair:
+        await node.halt()
+    client.delete(nodes.NODES_KEY, *client.keys(nodes.LEASE_PREFIX + "*"))
+    client.close()
+    placement.forget_cache()
+
+
+async def create(client: Any, name: str, node: str) -> Any:
+    form = {"image": IMAGE, "name": name, "command": "sleep 60", "node": node}
+    return await client.post("/containers/new", form, headers=HX)
+
+
+async def test_containers_land_on_the_node_asked_for_or_placed(
+    two_nodes: tuple[Node, Node], alice: Any, admin_user_: Any
+) -> None:
+    a, b = two_nodes
+    admin = await client_for(admin_user_)
+    form = (await admin.get("/containers/new")).content.decode()
+    assert (
+        'id="id_node"' in form and ">any node</option>" in form and "testnode-b (0 running)" in form
+    )
+    made = await create(admin, "on-b", "testnode-b")
+    assert made.status_code == 200 and "HX-Redirect" in made, made.content.decode()[:3000]
+    on_b = await Ownership.objects.aget(name="on-b")
+    assert on_b.node == "testnode-b"
+    assert b.engine.get(Containers).get("on-b").id == on_b.container_id
+
+    learner = await client_for(alice)
+    first = await create(learner, "first", "testnode-b")
+    assert "HX-Redirect" in first, first.content.decode()[:3000]
+    second = await create(learner, "second", "any")  # beside her first
+    assert "HX-Redirect" in second, second.content.decode()[:3000]
+    assert (await Ownership.objects.aget(name="alice.second")).node == "testnode-b"
+    refused = (await create(learner, "nowhere", "no-such-node")).content.decode()
+    assert "node no-such-node: no such node" in refused
+
+    table = (await admin.get("/containers/table")).content.decode()
+    assert '<th scope="col" class="col-node">Node</th>' in table
+    assert table.count('<td class="col-node mono">testnode-b</td>') == 3
+
+
+async def test_a_node_gone_offline_shows_its_containers_so_and_asks_it_nothing(
+    two_nodes: tuple[Node, Node], alice: Any
+) -> None:
+    a, b = two_nodes
+    learner = await client_for(alice)
+    assert (await create(learner, "on-a", a.engine.config.node)).status_code == 200
+    assert (await create(learner, "on-b", "testnode-b")).status_code == 200
+    await b.halt()  # a clean stop: offline at once
+    placement.forget_cache()
+    started = asyncio.get_running_loop().time()
+    table = (await learner.get("/containers/table")).content.decode()
+    assert asyncio.get_running_loop().time() - started < 2  # no request timed out on node b
+    assert "node testnode-b is offline (its engine was stopped)" in table
+    on_b = (await Ownership.objects.aget(name="alice.on-b")).container_id
+    row_b = table[table.index(f'data-container="{on_b}"') :]
+    assert "node offline" in row_b[:3000] and "disabled" in row_b[:3000]
+    assert ">alice.on-a</a>" in table  # the other node's row as before
+    refused = (await create(learner, "again", "testnode-b")).content.decode()
+    assert "node testnode-b is offline" in refused

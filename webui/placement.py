@@ -1,0 +1,117 @@
+"""Which node a request goes to: the node registry as the web reads it (engine.protocol.nodes),
+and where a new container is placed.
+
+"any node" is the least loaded online node: fewest running containers, then most memory
+available, then by name; but a user who already has containers on an online node gets that
+node (a learner's lab stays on one node). A node named in a request must be on record and
+online. A web whose registry holds no node at all (an engine not registered: a memory
+channel layer, a test worker) has one node, its own."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from engine.errors import EngineOfflineError, NotFoundError
+from engine.protocol import nodes
+
+CACHE_SECONDS = 1.0  # a page of many requests reads the registry once
+REGISTRY_TIMEOUT = 2.0
+ANY = "any"
+
+_lock = threading.Lock()
+_cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+
+
+def _read(url: str) -> list[dict[str, Any]]:
+    import redis
+
+    client = redis.Redis.from_url(
+        url, socket_timeout=REGISTRY_TIMEOUT, socket_connect_timeout=REGISTRY_TIMEOUT
+    )
+    try:
+        return nodes.nodes(client)
+    except (redis.RedisError, OSError):
+        return []  # Redis away: the requests themselves will say "engine offline"
+    finally:
+        client.close()
+
+
+def registry_nodes() -> list[dict[str, Any]]:
+    """Every node on record with its Status (read at most once a CACHE_SECONDS)."""
+    url = settings.REDIS_URL
+    with _lock:
+        hit = _cache.get(url)
+        if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+            return hit[1]
+    records = _read(url)
+    with _lock:
+        _cache[url] = (time.monotonic(), records)
+    return records
+
+
+async def anodes() -> list[dict[str, Any]]:
+    return await sync_to_async(registry_nodes)()
+
+
+def forget_cache() -> None:
+    with _lock:
+        _cache.clear()
+
+
+def online_names(records: Iterable[dict[str, Any]]) -> list[str]:
+    return [str(r["Name"]) for r in records if r.get("Status") == nodes.ONLINE]
+
+
+def offline_reason(record: dict[str, Any]) -> str:
+    why = (
+        "its engine was stopped"
+        if record.get("Stopped")
+        else f"no heartbeat for over {nodes.OFFLINE_AFTER:.0f} s"
+    )
+    return f"node {record.get('Name')} is offline ({why})"
+
+
+def check_named(records: list[dict[str, Any]], name: str) -> str:
+    """The named node, if on record and online; else NotFoundError or EngineOfflineError."""
+    for record in records:
+        if record.get("Name") == name:
+            if record.get("Status") != nodes.ONLINE:
+                raise EngineOfflineError(offline_reason(record))
+            return name
+    raise NotFoundError(f"node {name[:63]}: no such node")
+
+
+def least_loaded(records: list[dict[str, Any]]) -> str:
+    online = [r for r in records if r.get("Status") == nodes.ONLINE]
+    if not online:
+        raise EngineOfflineError("no engine node is online")
+    best = min(
+        online,
+        key=lambda r: (int(r.get("Running") or 0), -int(r.get("MemFree") or 0), str(r["Name"])),
+    )
+    return str(best["Name"])
+
+
+def choose(records: list[dict[str, Any]], wanted: str, users_nodes: Iterable[str] = ()) -> str:
+    """The node for a new container: ``wanted`` by name, or "any"/"" (see the module)."""
+    from webui.engine_client import node_name
+
+    wanted = (wanted or ANY).strip()
+    if not records:  # no registry: this web's own node, and no other
+        if wanted in (ANY, node_name()):
+            return node_name()
+        raise NotFoundError(f"node {wanted[:63]}: no such node")
+    if wanted != ANY:
+        return check_named(records, wanted)
+    online = set(online_names(records))
+    mine = Counter(n for n in users_nodes if n in online)
+    if mine:
+        return min(mine, key=lambda n: (-mine[n], n))
+    return least_loaded(records)
