@@ -316,8 +316,7 @@ def answers(url: str) -> bool:
 
 def prepare_web(s: Settings, code: Path) -> None:
     """The web's database up to date and its first admin; its port free."""
-    as_web(s, code, "migrate", "--noinput", "-v", "0")
-    as_web(s, code, "ensure_admin")
+    as_web(s, code, "migrate_once", "--ensure-admin")  # one web at a time on a shared database
     if in_use(s.bind, s.port):
         raise Refused(
             f"port {s.port} on {s.bind} is already in use: stop what serves it, or set GANTRY_PORT"

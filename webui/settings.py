@@ -109,6 +109,8 @@ TEMPLATES = [
     }
 ]
 
+# SQLite by default; PostgreSQL with GANTRY_DATABASE_URL, so several web processes (hosts) can
+# serve the same users (webui/dburl.py).
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
@@ -120,6 +122,10 @@ DATABASES = {
         },
     }
 }
+if env("GANTRY_DATABASE_URL"):
+    from webui.dburl import database_from_url
+
+    DATABASES["default"] = database_from_url(env("GANTRY_DATABASE_URL"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -47,10 +47,13 @@ def create(
     command: str = "sh",
     tty: bool = True,
     start: bool = True,
+    node: str = "",
 ) -> str:
     form = {"image": "localhost/busybox:latest", "name": name, "command": command}
     if tty:
         form["tty"] = "on"
+    if node:
+        form["node"] = node
     r = session.post(f"{stack.url}/containers/new", data=form, allow_redirects=False, timeout=30)
     assert r.status_code == 302, r.text[:2000]
     container_id = r.headers["Location"].strip("/").split("/")[-1]
