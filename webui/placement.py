@@ -115,3 +115,22 @@ def choose(records: list[dict[str, Any]], wanted: str, users_nodes: Iterable[str
     if mine:
         return min(mine, key=lambda n: (-mine[n], n))
     return least_loaded(records)
+
+
+async def named_or_own(wanted: str) -> str:
+    """The node an image request names (``?node=``, a form's ``node``): on record and online;
+    this web's own node when none is named."""
+    from webui.engine_client import node_name
+
+    wanted = (wanted or "").strip()
+    if not wanted or wanted == node_name():
+        return node_name()
+    return check_named(await anodes(), wanted)
+
+
+async def nodes_to_ask() -> list[str]:
+    """Every online node (this web's own first), for the pages that show every node's things."""
+    from webui.engine_client import node_name
+
+    own = node_name()
+    return [own] + [n for n in online_names(await anodes()) if n != own]

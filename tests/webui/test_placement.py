@@ -6,6 +6,7 @@ the real Redis, on their own state roots."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,15 @@ from django.conf import settings
 from engine.config import EngineConfig
 from engine.core import Engine
 from engine.errors import EngineOfflineError, NotFoundError
+from engine.images.service import Images
 from engine.protocol import nodes, verbs
 from engine.rpc.presence import Presence
 from engine.rpc.worker import serve
 from engine.storage import mounts
 from engine.storage.containers import Containers
 from tests.imagetools import busybox_image
+from tests.registry import PushedImages, Registry
+from tests.webui.test_images_views import wait_done
 from tests.webui.webtools import client_for
 from webui import engine_client, placement
 from webui.models import Ownership
@@ -163,3 +167,40 @@ async def test_a_node_gone_offline_shows_its_containers_so_and_asks_it_nothing(
     assert ">alice.on-a</a>" in table  # the other node's row as before
     refused = (await create(learner, "again", "testnode-b")).content.decode()
     assert "node testnode-b is offline" in refused
+
+
+async def test_images_are_per_node_listed_pulled_and_removed_there(
+    two_nodes: tuple[Node, Node], admin_user_: Any, registry: Registry, pushed_images: Any
+) -> None:
+    a, b = two_nodes
+    admin = await client_for(admin_user_)
+    table = (await admin.get("/images/table")).content.decode()
+    assert '<th scope="col">Node</th>' in table
+    busybox = b.engine.get(Images).find(IMAGE).id.removeprefix("sha256:")
+    for node in (a, b):  # the same image, once per node, each linking to its node
+        assert f'data-node="{node.engine.config.node}"' in table
+        assert f"/images/{busybox}/?node={node.engine.config.node}" in table
+    page = (await admin.get("/images/")).content.decode()
+    assert 'id="pull-node"' in page and '<option value="testnode-b">' in page
+
+    ref = registry.ref(PushedImages.OCI)
+    form = {"ref": ref, "skip_tls": "on", "node": "testnode-b"}
+    job = re.search(
+        r'data-job="([0-9a-f]{16})"',
+        (await admin.post("/images/pull", form, headers=HX)).content.decode(),
+    )
+    assert job and (await wait_done(b.engine, job.group(1)))["state"] == "done"
+    assert b.engine.get(Images).find(ref) and not any(
+        ref in i.names for i in a.engine.get(Images).images()
+    )
+
+    detail = await admin.get(f"/images/{busybox}/?node=testnode-b")
+    assert (
+        detail.status_code == 200 and '<dd class="mono">testnode-b</dd>' in detail.content.decode()
+    )
+    assert (await admin.get(f"/images/{busybox}/?node=no-such")).status_code == 404
+    removed = await admin.post(f"/images/{busybox}/remove", {"node": "testnode-b"}, headers=HX)
+    assert removed.status_code == 200
+    assert a.engine.get(Images).find(IMAGE)  # the other node's copy stays
+    with pytest.raises(NotFoundError):
+        b.engine.get(Images).find(IMAGE)

@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from engine.errors import EngineError, InvalidInputError, NotFoundError
 from engine.protocol import verbs
-from webui import engine_client, pullcards
+from webui import engine_client, placement, pullcards
 from webui.answers import error_text
 from webui.views.common import HtmxHttpRequest, audit, engine_action, error_response, htmx_redirect
 
@@ -54,26 +54,38 @@ async def image_list(request: HttpRequest) -> HttpResponse:
         "jobs": pullcards.decorate_all(jobs),
         "error": error,
         "user_is_admin": user.is_superuser,
+        "nodes": await placement.nodes_to_ask(),
+        "own_node": engine_client.node_name(),
     }
     return render(request, "images/list.html", ctx)
+
+
+async def _images_of(user: Any, node: str) -> list[dict[str, Any]]:
+    images = await engine_client.request(verbs.IMAGE_LIST, verbs.NoArgs(), user=user, node=node)
+    for image in images:
+        image["Node"] = node
+        image["short_id"] = image["Id"][:12]
+        image["size_text"] = pullcards.human(image.get("Size"))
+        image["created_text"] = str(image.get("CreatedAt", ""))[:19].replace("T", " ")
+    return list(images)
 
 
 @require_GET
 @never_cache
 async def image_table(request: HttpRequest) -> HttpResponse:
-    """The `podman images` table; htmx reloads it whenever an image event arrives."""
-    try:
-        images = await engine_client.request(
-            verbs.IMAGE_LIST, verbs.NoArgs(), user=await request.auser()
-        )
-    except EngineError as err:
-        return render(request, "images/table.html", {"error": error_text(err), "images": []})
-    for image in images:
-        image["short_id"] = image["Id"][:12]
-        image["size_text"] = pullcards.human(image.get("Size"))
-        image["created_text"] = str(image.get("CreatedAt", ""))[:19].replace("T", " ")
-    response = render(request, "images/table.html", {"images": images})
-    return response
+    """The `podman images` table of every online node (images are per node); htmx reloads it
+    whenever an image event arrives."""
+    user = await request.auser()
+    asked = await placement.nodes_to_ask()
+    images: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for node in asked:
+        try:
+            images += await _images_of(user, node)
+        except EngineError as err:
+            errors.append(error_text(err) if len(asked) == 1 else f"{node}: {error_text(err)}")
+    context = {"images": images, "error": "; ".join(errors), "show_node": len(asked) > 1}
+    return render(request, "images/table.html", context)
 
 
 @require_GET
@@ -102,7 +114,8 @@ async def pull(request: HtmxHttpRequest) -> HttpResponse:
     try:
         if not ref:
             raise InvalidInputError("give an image reference, e.g. docker.io/library/busybox")
-        job = await engine_client.request(verbs.IMAGE_PULL, args, user=user)
+        node = await placement.named_or_own(request.POST.get("node", ""))
+        job = await engine_client.request(verbs.IMAGE_PULL, args, user=user, node=node)
     except EngineError as err:
         await audit(user, "image.pull", ref[:128], started, err.message, skip_tls=skip_tls)
         return error_response(err)
@@ -146,11 +159,15 @@ async def image_detail(request: HttpRequest, image_id: str) -> HttpResponse:
     if not IMAGE_ID_RE.match(image_id):
         raise Http404("no such image")
     try:
+        node = await placement.named_or_own(request.GET.get("node", ""))
         info = await engine_client.request(
-            verbs.IMAGE_INSPECT, verbs.Image(image=image_id), user=await request.auser()
-        )
+            verbs.IMAGE_INSPECT, verbs.Image(image=image_id), user=await request.auser(),
+            node=node,
+        )  # fmt: skip
     except NotFoundError as err:
         raise Http404("no such image") from err
+    except EngineError as err:  # its node is offline or silent
+        return error_response(err)
     config = info.get("Config") or {}
     layers = info.get("LayerDetails") or []
     for layer in layers:
@@ -169,6 +186,8 @@ async def image_detail(request: HttpRequest, image_id: str) -> HttpResponse:
         "requests": _requests(info),
         "size_text": pullcards.human(info.get("Size")),
         "pulled_text": _when(info.get("Pulled")),
+        "node": node,
+        "other_nodes": len(await placement.nodes_to_ask()) > 1,
     }
     return render(request, "images/detail.html", ctx)
 
@@ -185,6 +204,7 @@ async def image_remove(request: HtmxHttpRequest, image_id: str) -> HttpResponse:
             verbs.RemoveImage(image=image_id, force=True),
             target=image_id,
             done=lambda result: {"untagged": result.get("untagged", [])},
+            node=await placement.named_or_own(request.POST.get("node", "")),
         )
     except EngineError as err:
         return error_response(err)
