@@ -4,8 +4,8 @@ and where a new container is placed.
 "any node" is the least loaded online node: fewest running containers, then most memory
 available, then by name; but a user who already has containers on an online node gets that
 node (a learner's lab stays on one node). A node named in a request must be on record and
-online. A web whose registry holds no node at all (an engine not registered: a memory
-channel layer, a test worker) has one node, its own."""
+online. This web's own node counts as online when it is not on record (an engine that does
+not register: a memory channel layer, a test worker)."""
 
 from __future__ import annotations
 
@@ -99,15 +99,21 @@ def least_loaded(records: list[dict[str, Any]]) -> str:
     return str(best["Name"])
 
 
-def choose(records: list[dict[str, Any]], wanted: str, users_nodes: Iterable[str] = ()) -> str:
-    """The node for a new container: ``wanted`` by name, or "any"/"" (see the module)."""
+def with_own(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The registry's nodes, and this web's own node if it is not on record (an engine that
+    does not register: a memory channel layer, a test's worker): it is taken to be online."""
     from webui.engine_client import node_name
 
+    own = node_name()
+    if any(r.get("Name") == own for r in records):
+        return records
+    return [*records, {"Name": own, "Status": nodes.ONLINE, "Running": 0, "MemFree": 0}]
+
+
+def choose(records: list[dict[str, Any]], wanted: str, users_nodes: Iterable[str] = ()) -> str:
+    """The node for a new container: ``wanted`` by name, or "any"/"" (see the module)."""
     wanted = (wanted or ANY).strip()
-    if not records:  # no registry: this web's own node, and no other
-        if wanted in (ANY, node_name()):
-            return node_name()
-        raise NotFoundError(f"node {wanted[:63]}: no such node")
+    records = with_own(records)
     if wanted != ANY:
         return check_named(records, wanted)
     online = set(online_names(records))
@@ -125,7 +131,7 @@ async def named_or_own(wanted: str) -> str:
     wanted = (wanted or "").strip()
     if not wanted or wanted == node_name():
         return node_name()
-    return check_named(await anodes(), wanted)
+    return check_named(with_own(await anodes()), wanted)
 
 
 async def nodes_to_ask() -> list[str]:

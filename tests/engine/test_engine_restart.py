@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from engine.core import Engine
 from engine.errors import EngineError
+from engine.protocol import nodes
 from engine.runtime.conmon import pid_is_conmon
 from engine.runtime.lifecycle import Lifecycle
 from engine.runtime.runc import Runc
@@ -113,6 +115,10 @@ async def worker_setup(
     worker = WorkerProcess(Path(engine.config.root), f"restart-{os.getpid()}", home)
     yield engine, worker
     worker.stop()
+    client = redis.Redis.from_url(os.environ["GANTRY_REDIS_URL"])
+    client.hdel(nodes.NODES_KEY, worker.node)  # the worker registered itself: forget it
+    client.delete(nodes.lease_key(worker.node))
+    client.close()
     for record in engine.get(Containers).list():
         engine.get(Lifecycle).containers.remove(record.id, force=True)
 

@@ -41,7 +41,9 @@ def record(name: str, running: int = 0, mem: int = 1, status: str = nodes.ONLINE
 
 
 def test_any_node_is_the_users_own_else_the_least_loaded() -> None:
+    own = record(engine_client.node_name(), running=9)  # this web's node, busy
     three = [record("a", running=3), record("b", running=1, mem=5), record("c", running=1, mem=9)]
+    three.append(own)
     assert placement.choose(three, "any") == "c"  # fewest running, then most memory
     assert placement.choose(three, "") == "c"
     assert placement.choose(three, "any", ["a", "b", "b"]) == "b"  # where the user's lab is
@@ -56,15 +58,22 @@ def test_a_named_node_must_be_known_and_online() -> None:
         placement.choose(two, "b")
     with pytest.raises(NotFoundError, match="node zz: no such node"):
         placement.choose(two, "zz")
+    own = record(engine_client.node_name(), status=nodes.OFFLINE)
     with pytest.raises(EngineOfflineError, match="no engine node is online"):
-        placement.choose([record("b", status=nodes.OFFLINE)], "any")
+        placement.choose([record("b", status=nodes.OFFLINE), own], "any")
 
 
-def test_without_a_registry_there_is_this_webs_node_only() -> None:
+def test_this_webs_own_node_counts_when_it_is_not_on_record() -> None:
     own = engine_client.node_name()
     assert placement.choose([], "any") == own and placement.choose([], own) == own
     with pytest.raises(NotFoundError):
         placement.choose([], "elsewhere")
+    # a registry that holds only others (one gone offline): this web's node still takes work
+    gone = [record("elsewhere", status=nodes.OFFLINE)]
+    assert placement.choose(gone, "any") == own
+    own_offline = [record(own, status=nodes.OFFLINE)]  # on record and offline: not taken
+    with pytest.raises(EngineOfflineError):
+        placement.choose(own_offline, "any")
 
 
 class Node:
