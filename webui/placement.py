@@ -5,7 +5,11 @@ and where a new container is placed.
 available, then by name; but a user who already has containers on an online node gets that
 node (a learner's lab stays on one node). A node named in a request must be on record and
 online. This web's own node counts as online when it is not on record (an engine that does
-not register: a memory channel layer, a test worker)."""
+not register: a memory channel layer, a test worker).
+
+The admin may pin roles or users to nodes (GANTRY_NODE_PINS, e.g. "learner=lab-1,lab-2
+user:ann=lab-3"; a user's own pin wins over their role's): "any node" then chooses among
+those, and another node named is refused."""
 
 from __future__ import annotations
 
@@ -18,8 +22,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from engine.errors import EngineOfflineError, NotFoundError
-from engine.protocol import nodes
+from engine.errors import EngineOfflineError, NotFoundError, PolicyError
+from engine.protocol import NODE_NAME_RE, nodes
 
 CACHE_SECONDS = 1.0  # a page of many requests reads the registry once
 REGISTRY_TIMEOUT = 2.0
@@ -110,10 +114,44 @@ def with_own(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [*records, {"Name": own, "Status": nodes.ONLINE, "Running": 0, "MemFree": 0}]
 
 
-def choose(records: list[dict[str, Any]], wanted: str, users_nodes: Iterable[str] = ()) -> str:
-    """The node for a new container: ``wanted`` by name, or "any"/"" (see the module)."""
+def parse_pins(text: str) -> dict[str, list[str]]:
+    """GANTRY_NODE_PINS: "KEY=NODE[,NODE...]" words; KEY a role or "user:NAME". A word that
+    is not of that shape is refused (ValueError), as a typo must not silently pin nobody."""
+    pins: dict[str, list[str]] = {}
+    for word in text.split():
+        key, sep, names = word.partition("=")
+        targets = [n for n in names.split(",") if n]
+        if not sep or not key or not targets or not all(NODE_NAME_RE.fullmatch(n) for n in targets):
+            raise ValueError(f"GANTRY_NODE_PINS: {word[:80]!r} is not KEY=NODE[,NODE...]")
+        pins[key] = targets
+    return pins
+
+
+def pinned(role: str, user_name: str) -> list[str] | None:
+    """The nodes this user may be placed on, or None (any). A malformed policy refuses
+    placement with its reason (PolicyError) rather than placing anyone anywhere."""
+    try:
+        pins = parse_pins(settings.GANTRY_NODE_PINS)
+    except ValueError as err:
+        raise PolicyError(str(err)) from err
+    return pins.get(f"user:{user_name}") or pins.get(role)
+
+
+def choose(
+    records: list[dict[str, Any]],
+    wanted: str,
+    users_nodes: Iterable[str] = (),
+    allowed: list[str] | None = None,
+) -> str:
+    """The node for a new container: ``wanted`` by name, or "any"/"" (see the module);
+    only among ``allowed`` when the policy pins this user."""
     wanted = (wanted or ANY).strip()
     records = with_own(records)
+    if allowed is not None:
+        if wanted != ANY and wanted not in allowed:
+            raise PolicyError(f"the placement policy keeps you to node {', '.join(allowed)}")
+        records = [r for r in records if r.get("Name") in allowed]
+        users_nodes = [n for n in users_nodes if n in allowed]
     if wanted != ANY:
         return check_named(records, wanted)
     online = set(online_names(records))

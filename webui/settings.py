@@ -187,6 +187,8 @@ else:
     }
 
 GANTRY_NODE = env("GANTRY_NODE")  # empty: ask engine.protocol.default_node()
+# Placement pins (webui/placement.py): "learner=lab-1,lab-2 instructor=lab-3 user:ann=lab-4".
+GANTRY_NODE_PINS = env("GANTRY_NODE_PINS")
 GANTRY_RPC_TIMEOUT = float(env("GANTRY_RPC_TIMEOUT", "10"))
 # The largest request body (an upload form) the web accepts: the engine's default upload
 # limit (2 GiB) plus room for the multipart framing.

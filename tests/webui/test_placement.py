@@ -17,7 +17,7 @@ from django.conf import settings
 
 from engine.config import EngineConfig
 from engine.core import Engine
-from engine.errors import EngineOfflineError, NotFoundError
+from engine.errors import EngineOfflineError, NotFoundError, PolicyError
 from engine.images.service import Images
 from engine.protocol import nodes, verbs
 from engine.rpc.presence import Presence
@@ -50,6 +50,24 @@ def test_any_node_is_the_users_own_else_the_least_loaded() -> None:
     three[1]["Status"] = nodes.OFFLINE
     assert placement.choose(three, "any", ["b"]) == "c"  # ... unless that node is offline
     assert placement.choose(three, "a") == "a"
+
+
+def test_the_policy_pins_roles_and_users_to_nodes(settings: Any) -> None:
+    settings.GANTRY_NODE_PINS = "learner=a,b user:ann=c"
+    nodes_ = [record("a", running=5), record("b", running=4), record("c"), record("d")]
+    learner = placement.pinned("learner", "bob")
+    assert learner == ["a", "b"] and placement.pinned("learner", "ann") == ["c"]
+    assert placement.pinned("instructor", "ivy") is None
+    assert placement.choose(nodes_, "any", allowed=learner) == "b"  # least loaded of its pins
+    assert placement.choose(nodes_, "any", ["d"], allowed=learner) == "b"  # not where it was
+    with pytest.raises(PolicyError, match="keeps you to node a, b"):
+        placement.choose(nodes_, "d", allowed=learner)
+    settings.GANTRY_NODE_PINS = "learner"  # a typo pins nobody silently: refused
+    with pytest.raises(PolicyError, match="is not KEY=NODE"):
+        placement.pinned("learner", "bob")
+    settings.GANTRY_NODE_PINS = "learner=Lab_1"
+    with pytest.raises(PolicyError):
+        placement.pinned("learner", "bob")
 
 
 def test_a_named_node_must_be_known_and_online() -> None:
@@ -129,7 +147,7 @@ async def create(client: Any, name: str, node: str) -> Any:
 
 
 async def test_containers_land_on_the_node_asked_for_or_placed(
-    two_nodes: tuple[Node, Node], alice: Any, admin_user_: Any
+    two_nodes: tuple[Node, Node], alice: Any, admin_user_: Any, settings: Any
 ) -> None:
     a, b = two_nodes
     admin = await client_for(admin_user_)
@@ -151,6 +169,12 @@ async def test_containers_land_on_the_node_asked_for_or_placed(
     assert (await Ownership.objects.aget(name="alice.second")).node == "testnode-b"
     refused = (await create(learner, "nowhere", "no-such-node")).content.decode()
     assert "node no-such-node: no such node" in refused
+    settings.GANTRY_NODE_PINS = f"learner={a.engine.config.node}"
+    pinned = (await create(learner, "pinned", "testnode-b")).content.decode()
+    assert f"the placement policy keeps you to node {a.engine.config.node}" in pinned
+    assert (await create(learner, "third", "any")).status_code == 200
+    assert (await Ownership.objects.aget(name="alice.third")).node == a.engine.config.node
+    settings.GANTRY_NODE_PINS = ""
 
     table = (await admin.get("/containers/table")).content.decode()
     assert '<th scope="col" class="col-node">Node</th>' in table

@@ -12,6 +12,7 @@ import shlex
 import time
 from typing import Any, cast
 
+from asgiref.sync import sync_to_async
 from django import forms
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -21,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from engine.errors import EngineError, NotFoundError
 from engine.protocol import nodes, verbs
-from webui import engine_client, placement
+from webui import engine_client, placement, users
 from webui.access import aget_container_for_user, avisible_containers
 from webui.answers import error_text
 from webui.models import Ownership
@@ -212,7 +213,9 @@ async def container_new(request: HtmxHttpRequest) -> HttpResponse:
             args = form.engine_args()
             owned = Ownership.objects.filter(owner=cast(Any, user)).only("node")
             mine = [o.node async for o in owned]
-            node = placement.choose(records, form.cleaned_data["node"], mine)
+            role = await sync_to_async(users.role_of)(user)
+            allowed = placement.pinned(role, user.get_username())
+            node = placement.choose(records, form.cleaned_data["node"], mine, allowed)
             row = await engine_client.request(verbs.CONTAINER_CREATE, args, user=user, node=node)
         except forms.ValidationError as err:
             ctx["error"] = "; ".join(err.messages)
