@@ -17,6 +17,7 @@ from engine.core import Engine
 from engine.protocol import nodes
 from engine.rpc.presence import Presence
 from webui import users
+from webui.models import AuditEvent, Ownership
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HX = {"HX-Request": "true"}
@@ -66,8 +67,14 @@ def test_an_admin_forgets_an_offline_node_not_an_online_one(
     online = admin.post(f"/nodes/{engine.config.node}/forget", headers=HX)
     assert online.status_code == 409 and b"is online" in online.content
     assert admin.post("/nodes/no-such/forget", headers=HX).status_code == 404
+    alice = users.add("alice", users.LEARNER).user
+    Ownership.objects.create(container_id="a" * 64, name="on-gone", node="lab-host-2", owner=alice)
+    Ownership.objects.create(container_id="b" * 64, name="on-this", node=engine.config.node,
+                             owner=alice)  # fmt: skip
     gone = admin.post("/nodes/lab-host-2/forget", headers=HX)
     assert gone.status_code == 200 and b'data-node="lab-host-2"' not in gone.content
+    assert list(Ownership.objects.values_list("name", flat=True)) == ["on-this"]
+    assert AuditEvent.objects.get(action="node.forget").detail == {"containers": 1}
     assert {r["Name"] for r in nodes.nodes(registry)} == {engine.config.node}
     teacher = client_of(users.add("teach", users.INSTRUCTOR).user)
     assert teacher.post(f"/nodes/{engine.config.node}/forget").status_code == 403

@@ -16,7 +16,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from engine.protocol import nodes
+from webui import placement
 from webui.access import sees_everyone
+from webui.models import AuditEvent, Ownership
 
 REGISTRY_TIMEOUT = 2.0  # seconds: the page says the registry is out of reach, never hangs
 
@@ -74,7 +76,9 @@ def nodes_table(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def forget_node(request: HttpRequest, name: str) -> HttpResponse:
-    """Forget an offline node's record (admins). 409 while it is online."""
+    """Forget an offline node (admins): its registry record and the web's records of the
+    containers on it (who owned what). Nothing on the node itself is touched; if it comes
+    back, its containers show again (to admins). 409 while it is online."""
     if not request.user.is_superuser:
         raise PermissionDenied("only an admin forgets a node")
     client = _client()
@@ -87,6 +91,11 @@ def forget_node(request: HttpRequest, name: str) -> HttpResponse:
     if not forgotten:
         text = f"node {name[:63]}: no such node"
         return HttpResponse(text, status=404, content_type="text/plain; charset=utf-8")
+    owned, _ = Ownership.objects.filter(node=name).delete()
+    AuditEvent.objects.create(
+        user=request.user, action="node.forget", target=name, detail={"containers": owned}
+    )
+    placement.forget_cache()
     return render(request, "nodes/table.html", _context())
 
 
