@@ -32,11 +32,15 @@ class NotFoundError(EngineError):
 
 
 class ImageNotFoundError(NotFoundError):
-    pass
+    """No such image (details: what="image", so a client tells it from other not-founds)."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, **({"what": "image"} | details))
 
 
 class ContainerNotFoundError(NotFoundError):
-    pass
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, **({"what": "container"} | details))
 
 
 class InvalidInputError(EngineError):
@@ -135,12 +139,20 @@ CODES: dict[str, type[EngineError]] = {
 }
 
 
+NOT_FOUND_KINDS: dict[str, type[NotFoundError]] = {
+    "image": ImageNotFoundError,
+    "container": ContainerNotFoundError,
+}
+
+
 def from_dict(data: dict[str, Any]) -> EngineError:
     """Rebuild an error from a reply (client side). Unknown codes become EngineError."""
     code = str(data.get("code", "internal"))
     cls = CODES.get(code, EngineError)
-    err = cls.__new__(cls)
     details = data.get("details")
+    if cls is NotFoundError and isinstance(details, dict):
+        cls = NOT_FOUND_KINDS.get(str(details.get("what")), NotFoundError)
+    err = cls.__new__(cls)
     EngineError.__init__(
         err,
         str(data.get("message", "engine error")),

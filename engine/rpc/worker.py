@@ -177,6 +177,8 @@ class Worker:
             beat.cancel()
             for task in list(self._tasks):
                 task.cancel()
+            # the heartbeat ended before the pool it hands the registry's beat to goes
+            await asyncio.gather(beat, return_exceptions=True)
             self.pool.shutdown(wait=False, cancel_futures=True)
             await self.publisher.stop()
             if self.presence is not None:

@@ -122,13 +122,21 @@ class Node:
 
 @pytest.fixture
 async def two_nodes(
-    engine: Engine, channel_layer: Any, tmp_path: Path
+    engine: Engine, channel_layer: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[Node, Node]]:
+    """This test's engine (node testnode) and node testnode-b, which trusts the test's plain
+    http registry when the test has one (as engine.json marks the demo registry)."""
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.delete(nodes.NODES_KEY, *client.keys(nodes.LEASE_PREFIX + "*"))
+    trusted: tuple[str, ...] = ()
+    if "registry" in request.fixturenames:
+        trusted = (request.getfixturevalue("registry").host,)
     other = Engine(
-        EngineConfig(root=tmp_path / "root-b", node="testnode-b", sandbox_root=tmp_path / "sb")
-    )
+        EngineConfig(
+            root=tmp_path / "root-b", node="testnode-b", sandbox_root=tmp_path / "sb",
+            insecure_registries=trusted,
+        )
+    )  # fmt: skip
     pair = (Node(engine, channel_layer), Node(other, channel_layer))
     for node in pair:
         await node.ready()
@@ -237,3 +245,21 @@ async def test_images_are_per_node_listed_pulled_and_removed_there(
     assert a.engine.get(Images).find(IMAGE)  # the other node's copy stays
     with pytest.raises(NotFoundError):
         b.engine.get(Images).find(IMAGE)
+
+
+async def test_the_create_form_pulls_an_image_the_chosen_node_lacks(
+    two_nodes: tuple[Node, Node], admin_user_: Any, registry: Registry, pushed_images: Any
+) -> None:
+    a, b = two_nodes
+    admin = await client_for(admin_user_)
+    ref = registry.ref(PushedImages.WHITEOUTS)
+    form = {"image": ref, "name": "pulled", "command": "true", "node": "testnode-b"}
+    made = await admin.post("/containers/new", form, headers=HX)
+    assert "HX-Redirect" in made, re.findall(r"role=.alert.*", made.content.decode())
+    assert b.engine.get(Images).find(ref) and b.engine.get(Containers).get("pulled")
+    with pytest.raises(NotFoundError):
+        a.engine.get(Images).find(ref)  # pulled on the chosen node only
+    untrusted = {"image": ref, "name": "never", "node": a.engine.config.node}
+    refused = (await admin.post("/containers/new", untrusted, headers=HX)).content.decode()
+    assert f"is not on node {a.engine.config.node}, and pulling it failed" in refused
+    assert "TLS verification failed" in refused  # node a does not trust the plain registry

@@ -8,6 +8,7 @@ applies) and are written to the audit log.
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import time
 from typing import Any, cast
@@ -20,7 +21,7 @@ from django.urls import URLPattern, URLResolver, path, reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from engine.errors import EngineError, NotFoundError
+from engine.errors import EngineError, EngineOfflineError, ImageNotFoundError, NotFoundError
 from engine.protocol import nodes, verbs
 from webui import engine_client, placement, users
 from webui.access import aget_container_for_user, avisible_containers
@@ -29,6 +30,8 @@ from webui.models import Ownership
 from webui.views.common import HtmxHttpRequest, audit, engine_action, error_response, htmx_redirect
 
 LIST_TIMEOUT = 5.0
+PULL_WAIT = 600.0  # seconds the create form waits for a pull of its image on the chosen node
+PULL_POLL = 0.3
 
 
 async def container_header(
@@ -199,6 +202,34 @@ async def _images(user: Any) -> list[str]:
     return sorted(set(out))
 
 
+async def _create_there(user: Any, args: verbs.Create, node: str) -> Any:
+    """container.create on ``node``; an image that node lacks is pulled there first (images
+    are per node: the form's image may have been pulled on another)."""
+    try:
+        return await engine_client.request(verbs.CONTAINER_CREATE, args, user=user, node=node)
+    except ImageNotFoundError:
+        await _pull_there(user, args.image, node)
+    return await engine_client.request(verbs.CONTAINER_CREATE, args, user=user, node=node)
+
+
+async def _pull_there(user: Any, image: str, node: str) -> None:
+    """Pull ``image`` on ``node`` and wait for the pull to end (within PULL_WAIT)."""
+    job = await engine_client.request(verbs.IMAGE_PULL, verbs.Pull(ref=image), user=user, node=node)
+    deadline = time.monotonic() + PULL_WAIT
+    while job.get("state") not in ("done", "error"):
+        if time.monotonic() > deadline:
+            raise EngineOfflineError(f"pulling {image[:200]} on node {node} takes too long")
+        await asyncio.sleep(PULL_POLL)
+        found = await engine_client.request(
+            verbs.IMAGE_PULLS, verbs.Pulls(job=job["job"]), user=user, node=node
+        )
+        job = found[0] if found else {"state": "error", "error": "the pull was forgotten"}
+    if job["state"] == "error":
+        raise ImageNotFoundError(
+            f"image {image[:200]} is not on node {node}, and pulling it failed: {job.get('error')}"
+        )
+
+
 @require_http_methods(["GET", "POST"])
 async def container_new(request: HtmxHttpRequest) -> HttpResponse:
     user = await request.auser()
@@ -216,7 +247,7 @@ async def container_new(request: HtmxHttpRequest) -> HttpResponse:
             role = await sync_to_async(users.role_of)(user)
             allowed = placement.pinned(role, user.get_username())
             node = placement.choose(records, form.cleaned_data["node"], mine, allowed)
-            row = await engine_client.request(verbs.CONTAINER_CREATE, args, user=user, node=node)
+            row = await _create_there(user, args, node)
         except forms.ValidationError as err:
             ctx["error"] = "; ".join(err.messages)
         except EngineError as err:
