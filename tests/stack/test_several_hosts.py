@@ -1,23 +1,33 @@
-"""Two Gantry hosts in one (issue 15): two `./gantry run` stacks started at once, sharing one
-PostgreSQL (a real server, run by a fixture as the postgres user) and one Redis on TCP with a
-password; each runs its own engine node. Migrations and the first admin happen once; a user
-logs in through either web; a container placed on each node from one web is listed with its
-node by the other, and a terminal works on each through either."""
+"""Several Gantry hosts on one machine (issue 15): two `./gantry run` stacks started at once
+and one `./gantry node`, sharing one PostgreSQL (a real server, run by a fixture as the
+postgres user) and one Redis on TCP with a password: three engine nodes, two webs.
+
+Migrations and the first admin happen once; a user logs in through either web; a container
+placed on each node from one web is listed with its node by the other, and a terminal works on
+each through either. One node's engine is SIGKILLed: within 5 s its container shows "node
+offline" (still running under conmon), the other nodes stay usable, and when the engine is
+back the container shows its real state."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
+from engine.protocol import nodes
+from engine.storage.containers import Containers
 from tests.engine.runtools import can_run_containers
 from tests.pgproc import Postgres, server_bin
 from tests.redisproc import start_tcp_redis
 from tests.skips import requires
-from tests.stack.stackrun import Stack, free_port
+from tests.stack.stackrun import Stack, free_port, wait_until
 from tests.stack.test_terminal_ws import attach, create
 
 pytestmark = [
@@ -25,10 +35,12 @@ pytestmark = [
     requires(can_run_containers(), "needs root, runc, conmon and busybox-static"),
     requires(server_bin() is not None, "needs Debian's postgresql (./gantry test installs it)"),
 ]
+NODE_RESTART = 8.0  # the killed engine comes back after this: long enough to see it offline
 
 
 @pytest.fixture(scope="module")
-def webs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Stack]]:
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Stack]]:
+    """[web 1, web 2, a node alone], each with busybox."""
     tmp: Path = tmp_path_factory.mktemp("shared")
     pg = Postgres().start()
     password, port = secrets.token_hex(16), free_port()
@@ -39,8 +51,9 @@ def webs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Stack]]:
         "GANTRY_SECRET_KEY": secrets.token_urlsafe(40),  # one key: a login holds on both
     }
     stacks = [Stack(extra_env=shared), Stack(extra_env=shared)]
+    stacks.append(Stack(restart_delay=NODE_RESTART, extra_env=shared, command="node"))
     try:
-        starting = [threading.Thread(target=s.start) for s in stacks]  # they race to migrate
+        starting = [threading.Thread(target=s.start) for s in stacks]  # the webs race to migrate
         for t in starting:
             t.start()
         for t in starting:
@@ -57,21 +70,41 @@ def webs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Stack]]:
         pg.stop()
 
 
-def test_two_webs_share_users_containers_and_every_nodes_terminal(webs: list[Stack]) -> None:
-    printed = [s.password for s in webs if s.password]
+def row_of(web: Stack, session: requests.Session, cid: str) -> str:
+    table = session.get(f"{web.url}/containers/table", timeout=10).text
+    return table[table.index(f'data-container="{cid}"') :][:4000]
+
+
+def answers(web: Stack, session: requests.Session, cid: str) -> None:
+    pane = attach(web, session, cid)
+    pane.type("echo $((6*7))-$(hostname)\n")
+    pane.wait_text("42-")
+    pane.ws.close()
+
+
+def test_three_nodes_two_webs_one_database_one_redis(hosts: list[Stack]) -> None:
+    printed = [s.password for s in hosts if s.password]
     assert len(printed) == 1  # one first admin, however many webs started
+    webs = hosts[:2]
     one, two = (s.login(password=printed[0]) for s in webs)
-    nodes = [s.env["GANTRY_NODE"] for s in webs]
-    ids = [create(webs[0], one, f"on-{node}", node=node) for node in nodes]
-
-    table = two.get(f"{webs[1].url}/containers/table", timeout=10).text
-    for cid, node in zip(ids, nodes, strict=True):
-        row = table[table.index(f'data-container="{cid}"') :]
-        assert f'<td class="col-node mono">{node}</td>' in row[:4000]
-
+    names = [s.env["GANTRY_NODE"] for s in hosts]
+    ids = [create(webs[0], one, f"on-{node}", node=node) for node in names]
+    for cid, node in zip(ids, names, strict=True):  # listed with its node by the other web
+        assert f'<td class="col-node mono">{node}</td>' in row_of(webs[1], two, cid)
     for web, session in ((webs[1], two), (webs[0], one)):
         for cid in ids:  # each node's terminal, through each web
-            pane = attach(web, session, cid)
-            pane.type("echo $((6*7))-$(hostname)\n")
-            pane.wait_text("42-")
-            pane.ws.close()
+            answers(web, session, cid)
+
+    lost, lost_id = hosts[2], ids[2]
+    engine = lost.pid("engine")
+    os.kill(engine, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(lambda: "node offline" in row_of(webs[1], two, lost_id), NODE_RESTART - 1)
+    assert time.monotonic() - killed <= nodes.OFFLINE_AFTER + 2  # the rule, a beat, the cache
+    assert "disabled" in row_of(webs[1], two, lost_id)
+    conmon = lost.engine().get(Containers).load(lost_id).conmon_pid
+    assert conmon and os.path.exists(f"/proc/{conmon}")  # it runs on
+    answers(webs[1], two, ids[0])  # the other nodes are untouched
+    wait_until(lambda: lost.pid("engine") != engine, NODE_RESTART + 10)
+    wait_until(lambda: "Up " in row_of(webs[0], one, lost_id), 20)  # its real state again
+    answers(webs[0], one, lost_id)

@@ -92,8 +92,8 @@ async def _node_rows(
             verbs.CONTAINER_LIST, verbs.ListContainers(ids=ids), user=user, node=node,
             timeout=LIST_TIMEOUT,
         )  # fmt: skip
-    except EngineError as err:
-        return [], f"engine {node}: {error_text(err)}"
+    except EngineError as err:  # not (yet) offline on record, but not answering either
+        return _offline_rows(node, owns), f"engine {node}: {error_text(err)}"
     for row in listed:
         row["Node"] = node
     return listed, ""
