@@ -18,6 +18,7 @@ import re
 import time
 from typing import Any
 
+from channels.consumer import get_handler_name
 from django.http import Http404
 
 from engine.errors import EngineError, NotFoundError
@@ -49,6 +50,7 @@ INPUT_RATE, INPUT_BURST = 200.0, 400.0  # messages per second (paste is one mess
 CLOSE_TOO_BIG = 1009
 CLOSE_RATE = 4429
 ID_RE = re.compile(r"^[0-9a-f]{64}$")
+NO_DB_MESSAGES = frozenset({"term.output", "websocket.receive"})
 EXEC_RE = re.compile(r"^[0-9a-f]{16,64}$")
 
 
@@ -70,6 +72,16 @@ class TerminalConsumer(AuthedJsonConsumer):
     term_key = ""
     engine_started: float | None = None
     ack_later: asyncio.TimerHandle | None = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Terminal output and keystrokes (most of this consumer's messages) touch no
+        database: they skip channels' per-message trip to a worker thread to close old
+        database connections (a thread hop for every 256 KiB of output or keystroke; what
+        does touch the database goes through database_sync_to_async, which closes them)."""
+        if message.get("type") in NO_DB_MESSAGES:
+            await getattr(self, get_handler_name(message))(message)
+            return
+        await super().dispatch(message)
 
     async def authed_connect(self) -> None:
         kwargs = self.scope["url_route"]["kwargs"]
