@@ -85,7 +85,7 @@ def table_times(web: Stack, admin: requests.Session, rounds: int) -> list[float]
 
 def placement(web: Stack, admin: requests.Session) -> Counter[str]:
     table = admin.get(f"{web.url}/containers/table", timeout=60).text
-    return Counter(re.findall(r'<td class="col-node mono">([a-z0-9-]+)</td>', table))
+    return Counter(re.findall(r'<td class="col-node mono nowrap">([a-z0-9-]+)</td>', table))
 
 
 class Bench:

@@ -1,19 +1,17 @@
 """The stack's engine in the node registry, as `./gantry nodes` shows it (issue 15): online with
 its containers counted; SIGKILLed, offline within the 5 s rule while its container runs on
-under conmon; restarted by its supervisor, online again under a new pid. And a web stack and
-a `./gantry node` joined to one Redis on TCP with a password: both nodes listed, a clean
-stop shown at once, the password in no output."""
+under conmon; restarted by its supervisor, online again under a new pid. A node without a
+shared Redis, or with one open to anyone, is refused (the shared set-up itself is
+tests/stack/test_several_hosts.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +20,8 @@ from engine.protocol import nodes
 from engine.storage.containers import Containers
 from tests.engine.clitools import REPO
 from tests.engine.runtools import can_run_containers
-from tests.redisproc import start_tcp_redis
 from tests.skips import requires
-from tests.stack.stackrun import Stack, free_port, wait_until
+from tests.stack.stackrun import Stack, wait_until
 from tests.stack.test_terminal_ws import create
 
 pytestmark = [
@@ -91,41 +88,6 @@ def test_an_online_node_cannot_be_forgotten_and_an_unknown_one_is_not_found(
     assert online.returncode != 0 and "is online: stop its engine first" in online.stderr
     unknown = gantry_nodes(stack, "rm", "no-such-node")
     assert unknown.returncode != 0 and "no such node" in unknown.stderr
-
-
-def listed(stack: Stack) -> dict[str, dict[str, Any]]:
-    done = gantry_nodes(stack, "--format", "json")
-    assert done.returncode == 0, done.stderr
-    return {n["Name"]: n for n in json.loads(done.stdout)}
-
-
-def test_a_web_stack_and_a_node_share_one_redis_on_tcp(tmp_path: Path) -> None:
-    password = secrets.token_hex(16)
-    port = free_port()
-    redis = start_tcp_redis(tmp_path / "redis.sock", tmp_path, port, password)
-    url = f"redis://:{password}@127.0.0.1:{port}/0"
-    web: Stack | None = None
-    node: Stack | None = None
-    try:
-        web = Stack(extra_env={"GANTRY_REDIS_URL": url}).start()
-        assert not (web.run_dir / "redis.pid").exists()  # it joined, started none
-        node = Stack(command="node", extra_env={"GANTRY_REDIS_URL": url}).start()
-        both = listed(web)
-        for member in (web, node):
-            assert both[member.env["GANTRY_NODE"]]["Status"] == nodes.ONLINE
-            assert both[member.env["GANTRY_NODE"]]["Pid"] == member.pid("engine")
-        assert not any(password in line for line in web.output + node.output)
-        assert "redis://:***@127.0.0.1" in "".join(node.output)
-        name = node.env["GANTRY_NODE"]
-        node.stop()
-        node = None
-        assert listed(web)[name]["Status"] == nodes.OFFLINE  # a clean stop: at once
-    finally:
-        for left in (node, web):
-            if left is not None:
-                left.stop()
-        redis.terminate()
-        redis.wait(10)
 
 
 def test_a_node_without_a_shared_redis_or_with_an_open_one_is_refused() -> None:

@@ -186,7 +186,7 @@ async def test_containers_land_on_the_node_asked_for_or_placed(
 
     table = (await admin.get("/containers/table")).content.decode()
     assert '<th scope="col" class="col-node">Node</th>' in table
-    assert table.count('<td class="col-node mono">testnode-b</td>') == 3
+    assert table.count('<td class="col-node mono nowrap">testnode-b</td>') == 3
 
 
 async def test_a_node_gone_offline_shows_its_containers_so_and_asks_it_nothing(
