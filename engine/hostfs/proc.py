@@ -7,6 +7,7 @@ said instead of a bare exit code.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 
@@ -57,3 +58,14 @@ def run(
 def output(argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> str:
     """Run argv and return its stdout as text."""
     return run(argv, timeout=timeout).stdout.decode(errors="replace")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one of another user's counts too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.core import Engine
 from engine.errors import EngineError
+from engine.hostfs import proc
 from engine.protocol import nodes
 from engine.runtime.nodeinfo import node_info
 from engine.storage.containers import Containers
@@ -61,16 +62,6 @@ def redis_errors() -> tuple[type[BaseException], ...]:
     return (redis.RedisError, OSError)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Presence:
     def __init__(self, engine: Engine, client: nodes.Redis) -> None:
         self.engine = engine
@@ -99,7 +90,7 @@ class Presence:
         if other is None:
             return
         host, pid = nodes.parse_owner(other)
-        if host == self.host and (pid == os.getpid() or not pid_alive(pid)):
+        if host == self.host and (pid == os.getpid() or not proc.pid_alive(pid)):
             log.info("taking node %s over from pid %d of this host, which is gone", self.name, pid)
             self.client.eval(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",

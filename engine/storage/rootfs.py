@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.errors import NotFoundError
-from engine.hostfs import atomic, digests, locks
+from engine.hostfs import atomic, digests, locks, proc
 from engine.images.store import ImageRecord, Store
 from engine.storage import mounts
 from engine.storage.records import ContainerPaths, ContainerRecord
@@ -77,7 +77,7 @@ def mount_now(store: Store, paths: ContainerPaths, record: ContainerRecord) -> N
 
 def live_holders(record: ContainerRecord) -> list[int]:
     """The explorer holds whose process still exists (a crashed call leaves a dead one)."""
-    return [p for p in record.mount_holders if _pid_alive(p)]
+    return [p for p in record.mount_holders if proc.pid_alive(p)]
 
 
 def unmount_if_unused(paths: ContainerPaths, record: ContainerRecord) -> None:
@@ -111,13 +111,3 @@ def reconcile_mounts(containers: Containers) -> list[str]:
         except (NotFoundError, locks.LockTimeoutError):
             continue
     return changed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
