@@ -57,7 +57,31 @@ def get_container_for_user(user: Any, container_id: str) -> Ownership:
     return found
 
 
-aget_container_for_user = database_sync_to_async(get_container_for_user)
+async def aget_container_for_user(user: Any, container_id: str) -> Ownership:
+    """get_container_for_user, and for a container made outside the web (no ownership record:
+    an admin's look at a CLI-made one) the node that holds it, asked of every online node."""
+    own: Ownership = await database_sync_to_async(get_container_for_user)(user, container_id)
+    if own._state.adding:  # not a saved record: made up for an admin above
+        own.node = await node_holding(container_id)
+    return own
+
+
+async def node_holding(container_id: str) -> str:
+    """The online node that has this container (this web's own if none says so)."""
+    from engine.errors import EngineError
+    from engine.protocol import verbs
+    from webui import engine_client, placement
+
+    candidates = await placement.nodes_to_ask()
+    for node in candidates:
+        try:
+            await engine_client.request(
+                verbs.CONTAINER_STATE, verbs.Id(id=container_id), node=node, timeout=2
+            )
+        except EngineError:
+            continue
+        return node
+    return candidates[0]
 
 
 def visible_containers(user: Any) -> list[Ownership]:

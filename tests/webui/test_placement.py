@@ -24,6 +24,7 @@ from engine.rpc.presence import Presence
 from engine.rpc.worker import serve
 from engine.storage import mounts
 from engine.storage.containers import Containers
+from engine.storage.records import CreateOptions
 from tests.imagetools import busybox_image
 from tests.registry import PushedImages, Registry
 from tests.webui.test_images_views import wait_done
@@ -263,3 +264,16 @@ async def test_the_create_form_pulls_an_image_the_chosen_node_lacks(
     refused = (await admin.post("/containers/new", untrusted, headers=HX)).content.decode()
     assert f"is not on node {a.engine.config.node}, and pulling it failed" in refused
     assert "TLS verification failed" in refused  # node a does not trust the plain registry
+
+
+async def test_an_admin_opens_a_cli_made_container_on_another_node(
+    two_nodes: tuple[Node, Node], admin_user_: Any
+) -> None:
+    """No ownership record says where it is: the web asks the online nodes."""
+    a, b = two_nodes
+    record = b.engine.get(Containers).create(CreateOptions(), IMAGE, "cli-made")
+    admin = await client_for(admin_user_)
+    table = (await admin.get("/containers/table")).content.decode()
+    assert f'data-container="{record.id}"' in table  # listed with node b's rows
+    page = await admin.get(f"/containers/{record.id}/")
+    assert page.status_code == 200 and "cli-made" in page.content.decode()
