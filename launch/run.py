@@ -103,11 +103,9 @@ class Settings:
 
 def shown_url(url: str) -> str:
     """A Redis URL fit for a log: its password replaced by ***."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    from engine.protocol.nodes import redacted
+
+    return redacted(url)
 
 
 def check_redis_url(s: Settings) -> None:

@@ -107,7 +107,10 @@ def cmd_nodes(engine: Engine, args: argparse.Namespace) -> int:
     except ValueError as err:
         raise InvalidInputError(str(err)) from err
     except (redis.RedisError, OSError) as err:
-        raise EngineError(f"cannot reach the node registry at {url}: {err}") from err
+        raise EngineError(
+            f"cannot reach the node registry at {nodes.redacted(url)} "
+            f"(is ./gantry run or ./gantry node running, with this GANTRY_REDIS_URL?): {err}"
+        ) from err
     finally:
         client.close()
     _print_nodes(args.format, now, records)

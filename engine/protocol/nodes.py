@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 NODES_KEY = "gantry:nodes"
 LEASE_PREFIX = "gantry:node:"
@@ -64,6 +65,15 @@ class Redis(Protocol):  # the parts of redis.Redis used here
     def hgetall(self, name: str) -> Any: ...
     def hdel(self, name: str, *keys: str) -> Any: ...
     def time(self) -> Any: ...
+
+
+def redacted(url: str) -> str:
+    """A Redis URL fit for a log or an error: its password replaced by ***."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def lease_key(name: str) -> str:

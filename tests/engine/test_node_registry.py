@@ -163,3 +163,17 @@ def test_a_state_root_has_one_worker_whatever_its_node_name(engine: Engine) -> N
         hold_root(other)
     os.close(held)  # (a worker that dies lets go the same way)
     os.close(hold_root(other))
+
+
+def test_the_cli_says_which_registry_it_cannot_reach_without_its_password(
+    tmp_path: Path,
+) -> None:
+    env = {"PATH": "/usr/bin:/bin", "GANTRY_REDIS_URL": "redis://:s3cret@127.0.0.1:1/0",
+           "GANTRY_ROOT": str(tmp_path), "GANTRY_CONFIG": str(tmp_path / "none.json")}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "nodes"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 125
+    assert "cannot reach the node registry at redis://:***@127.0.0.1:1/0" in done.stderr
+    assert "s3cret" not in done.stderr
