@@ -61,7 +61,8 @@ def registry_nodes() -> list[dict[str, Any]]:
 
 
 async def anodes() -> list[dict[str, Any]]:
-    return await sync_to_async(registry_nodes)()
+    # (no database: not on the one thread that serialises the sync code touching it)
+    return await sync_to_async(registry_nodes, thread_sensitive=False)()
 
 
 def forget_cache() -> None:
