@@ -71,6 +71,24 @@ async def test_heartbeats_reach_the_browser(engine_worker: Engine, alice: Any) -
     await comm.disconnect()
 
 
+async def test_only_this_webs_own_nodes_heartbeats_reach_the_browser(
+    channel_layer: Any, alice: Any
+) -> None:
+    """Another node on the same Redis does not make this web's badge say "engine online"."""
+    from engine.protocol import NODES_GROUP
+    from webui.engine_client import node_name
+
+    comm = communicator(await session_for(alice))
+    assert (await comm.connect())[0]
+    beat = {"type": "engine.heartbeat", "time": 1.0, "started": 1.0, "info": {}}
+    await channel_layer.group_send(NODES_GROUP, beat | {"node": "another-node"})
+    await channel_layer.group_send(NODES_GROUP, beat | {"node": node_name()})
+    msg = await comm.receive_json_from(5)
+    assert msg["type"] == "heartbeat" and msg["node"] == node_name()
+    assert await comm.receive_nothing(0.3)
+    await comm.disconnect()
+
+
 async def test_sending_anything_closes_the_socket(channel_layer: Any, alice: Any) -> None:
     comm = communicator(await session_for(alice))
     await comm.connect()

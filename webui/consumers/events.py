@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.protocol import EVENTS_GROUP, NODES_GROUP
-from webui import pullcards
+from webui import engine_client, pullcards
 from webui.consumers.base import CLOSE_BAD_MESSAGE, AuthedJsonConsumer
 
 
@@ -26,6 +26,12 @@ class EventsConsumer(AuthedJsonConsumer):
         await self.close(code=CLOSE_BAD_MESSAGE)
 
     async def engine_heartbeat(self, event: dict[str, Any]) -> None:
+        """This web's own node's heartbeats (the header's badge and the footer are about the
+        engine this web stands by; every node's state is on the Nodes page). With several
+        nodes on one Redis, forwarding all of them kept the badge "online" while this web's
+        own engine was gone, and the footer named whichever node beat last."""
+        if event.get("node") != engine_client.node_name():
+            return
         await self.send_json(
             {
                 "type": "heartbeat",
