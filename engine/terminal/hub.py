@@ -315,6 +315,10 @@ class Session:
             with self.lock:
                 while not viewer.closed and (not viewer.pending or viewer.in_flight >= WINDOW):
                     self.lock.wait(1.0)
+                    # also when no more output comes: a viewer that stopped reading is
+                    # detached after STALL_SECONDS, not at the next output
+                    if time.monotonic() - self._last_reap > 0.5:
+                        self._reap_stalled_locked()
                 if viewer.closed and not (self.closed and viewer.pending):
                     break
                 chunk = self._take_locked(viewer)

@@ -157,8 +157,17 @@ def test_the_run_tab_fits_800_px(stack: Stack, browser: Any, shots: Any) -> None
     login(stack, page)
     start(page, stack, "run-at-800")
     assert page.evaluate("document.documentElement.scrollWidth") <= 800
-    remove = page.get_by_test_id("run-remove").bounding_box()
-    assert remove and remove["x"] + remove["width"] <= 800
+    # the Remove button inside the 800 px, measured on the page in one step: a state refresh
+    # may swap the panel between finding the button and measuring it (None: a race, once)
+    page.wait_for_function(
+        """() => {
+            const button = document.querySelector("[data-testid='run-remove']");
+            if (!button || !button.isConnected) return false;
+            const box = button.getBoundingClientRect();
+            return box.width > 0 && box.right <= 800;
+        }""",
+        timeout=5000,
+    )
     # long lines scroll, in place (asked of the element on the page at that moment: a state
     # refresh may swap the panel, and a replaced element measures 0 wide)
     page.wait_for_function(

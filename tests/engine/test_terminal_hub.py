@@ -237,6 +237,23 @@ def test_a_viewer_that_stops_reading_is_detached_and_output_flows_on(
     session.close("test over")
 
 
+def test_a_viewer_that_stops_reading_after_the_last_output_is_detached_too(
+    pair: Any, monkeypatch: Any
+) -> None:
+    """All output sent at once, then none: the stall is found without more output (the
+    suite once timed out on the test above when its 2 MB arrived within one reap)."""
+    monkeypatch.setattr(terminal, "STALL_SECONDS", 0.3)
+    ours, conmon = pair
+    viewers = Viewers()
+    viewers.stalled.add("gone!1")
+    session = start(ours, viewers)
+    session.add_viewer("gone!1")
+    emit(conmon, b"one screen of output\r\n")
+    wait_for(lambda: "gone!1" in viewers.closed, timeout=5)
+    assert "stopped reading" in viewers.closed["gone!1"]["reason"]
+    session.close("test over")
+
+
 def test_a_starved_viewer_that_keeps_up_best_is_not_the_one_detached(
     pair: Any, monkeypatch: Any
 ) -> None:
