@@ -20,7 +20,6 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from engine.cli.call import call
 from engine.cli.output import (
     add_format,
     go_time,
@@ -33,7 +32,6 @@ from engine.cli.output import (
 )
 from engine.core import Engine
 from engine.errors import EngineError, InvalidInputError, NotFoundError
-from engine.protocol import verbs
 
 if TYPE_CHECKING:
     from engine.storage.containers import Containers
@@ -56,6 +54,20 @@ def _containers(engine: Engine, *, runtime_hooks: bool = False) -> Containers:
     return engine.get(Containers)
 
 
+def _listed(engine: Engine) -> list[ContainerRecord]:
+    """Every container's record, synced with conmon and runc. The runtime stack (a third of
+    ``ps``'s start-up) is built only when a record is not what its processes say."""
+    from engine.runtime.liveness import settled
+
+    containers = _containers(engine)
+    records = containers.list()
+    root = engine.config.root
+    if all(settled(root, containers.paths(r.id).userdata, r) for r in records):
+        return records
+    containers = _containers(engine, runtime_hooks=True)
+    return [containers.synced(r) for r in records]
+
+
 def parse_entrypoint(value: str | None) -> list[str] | None:
     """podman's --entrypoint: a JSON array, or one command string ("" clears it)."""
     if value is None:
@@ -72,6 +84,9 @@ def parse_entrypoint(value: str | None) -> list[str] | None:
 
 
 def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
+    from engine.cli.call import call
+    from engine.protocol import verbs
+
     create = verbs.Create(
         image=args.image,
         name=args.name or "",
@@ -90,6 +105,9 @@ def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_mount(engine: Engine, args: argparse.Namespace) -> int:
+    from engine.cli.call import call
+    from engine.protocol import verbs
+
     containers = _containers(engine)
     if not args.names:
         for record in containers.list():
@@ -102,6 +120,9 @@ def cmd_mount(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_unmount(engine: Engine, args: argparse.Namespace) -> int:
+    from engine.cli.call import call
+    from engine.protocol import verbs
+
     containers = _containers(engine)
     if args.all:
         records = [r for r in containers.list() if r.mount_count > 0]
@@ -121,6 +142,9 @@ def cmd_unmount(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_diff(engine: Engine, args: argparse.Namespace) -> int:
+    from engine.cli.call import call
+    from engine.protocol import verbs
+
     found = call(engine, verbs.CONTAINER_DIFF, verbs.Id(id=args.name))
     if is_json(args.format):
         print_json(
@@ -250,8 +274,7 @@ def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
     from engine.storage.podjson import created_text, ps_json, status_text
 
     filters = parse_ps_filters(args.filter)
-    containers = _containers(engine, runtime_hooks=True)
-    records = select_for_ps([containers.synced(r) for r in containers.list()], args, filters)
+    records = select_for_ps(_listed(engine), args, filters)
     if args.quiet:
         for r in records:
             print(r.id if args.no_trunc else r.short_id)
@@ -310,6 +333,9 @@ def ps_row(record: ContainerRecord, now: float, no_trunc: bool) -> dict[str, Any
 
 def inspect_one(engine: Engine, name: str, kind: str) -> dict[str, Any]:
     """podman inspect's object: a container of that name or id, else (--type all) an image."""
+    from engine.cli.call import call
+    from engine.protocol import verbs
+
     if kind in ("all", "container"):
         try:
             found: dict[str, Any] = call(engine, verbs.CONTAINER_INSPECT, verbs.Id(id=name))
@@ -342,6 +368,9 @@ def cmd_inspect(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_rm(engine: Engine, args: argparse.Namespace) -> int:
+    from engine.cli.call import call
+    from engine.protocol import verbs
+
     status = 0
     for name in args.names:
         try:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,9 +50,9 @@ _syscall.restype = ctypes.c_long
 
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = IN_ROOT) -> int:
     """openat2(2). Retries EAGAIN (a concurrent rename raced the lookup); raises OSError."""
-    number = _SYS_OPENAT2.get(platform.machine())
+    number = _SYS_OPENAT2.get(os.uname().machine)
     if number is None:
-        raise OSError(errno.ENOSYS, f"openat2: unknown syscall number on {platform.machine()}")
+        raise OSError(errno.ENOSYS, f"openat2: unknown syscall number on {os.uname().machine}")
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
     encoded = os.fsencode(path)
     for _ in range(_EAGAIN_RETRIES):

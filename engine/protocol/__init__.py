@@ -3,8 +3,8 @@ names and ids that cross it. The web imports only this module and engine.errors.
 
 from __future__ import annotations
 
+import os
 import re
-import socket
 
 REQUEST_TYPE = "engine.request"
 REPLY_TYPE = "engine.reply"
@@ -56,7 +56,7 @@ NODE_NAME_RE = re.compile(r"[a-z0-9-]{1,63}")  # whole names: fullmatch
 def default_node() -> str:
     """This host's name as a node name: lower case, every other character a '-' (so
     "Lab_Host.example" is "lab-host-example"), at most 63 characters; "node" if none is left."""
-    name = re.sub(r"[^a-z0-9]+", "-", socket.gethostname().lower()).strip("-")[:63]
+    name = re.sub(r"[^a-z0-9]+", "-", os.uname().nodename.lower()).strip("-")[:63]
     return name.strip("-") or "node"
 
 

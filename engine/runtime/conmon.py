@@ -36,6 +36,7 @@ from typing import Any
 
 from engine.core import Engine
 from engine.errors import RuntimeFailedError
+from engine.runtime.liveness import pid_is_conmon, read_pid_file
 from engine.runtime.runc import Runc, runc_message
 
 log = logging.getLogger("gantry.engine.conmon")
@@ -97,34 +98,6 @@ def write_ctl(bundle: Path, kind: int, rows: int = 0, cols: int = 0) -> bool:
     finally:
         os.close(fd)
     return True
-
-
-def pid_is_conmon(pid: int | None, container_id: str) -> bool:
-    """True when ``pid`` is a live (not zombie) conmon for this container: the guard against
-    pid reuse before the engine signals or trusts a recorded pid."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    state = stat[stat.rfind(b")") + 2 :][:1]
-    if state in (b"Z", b"X"):
-        return False
-    return (
-        bool(cmdline)
-        and b"conmon" in os.path.basename(cmdline[0])
-        and (container_id.encode() in cmdline)
-    )
-
-
-def read_pid_file(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
 def read_exit_file(path: Path) -> int | None:

@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import select
 import shutil
 import signal
@@ -43,12 +42,11 @@ from engine.runtime.conmon import (
     attach_path,
     connect_attach,
     oci_log_error,
-    pid_is_conmon,
     read_exit_file,
     read_message,
-    read_pid_file,
     spawn,
 )
+from engine.runtime.liveness import pid_is_conmon, read_pid_file
 from engine.runtime.runc import runc_message
 
 if TYPE_CHECKING:
@@ -152,7 +150,7 @@ class ExecSession:
         self.conmon = engine.get(Conmon)
         self.container_id = container_id
         self.name = name
-        self.exec_id = exec_id or secrets.token_hex(16)
+        self.exec_id = exec_id or os.urandom(16).hex()
         if not EXEC_ID_RE.match(self.exec_id):
             raise InvalidInputError("exec id: 32 hex digits")
         self.ebundle = bundle / self.exec_id
@@ -181,7 +179,7 @@ class ExecSession:
         self.ebundle.mkdir(mode=0o700)
         try:
             (self.ebundle / "exit").mkdir(mode=0o700)
-            spec_file = self.ebundle / f"exec-process-{secrets.token_hex(4)}"
+            spec_file = self.ebundle / f"exec-process-{os.urandom(4).hex()}"
             process = dict(self.process, terminal=self.tty)
             atomic.write_bytes(spec_file, json.dumps(process).encode())
             args = [

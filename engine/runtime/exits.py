@@ -10,7 +10,6 @@ period), which also works in the CLI where no watcher thread runs.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -19,7 +18,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 log = logging.getLogger("gantry.engine.exits")
@@ -32,7 +30,7 @@ IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 _EVENT = struct.Struct("iIII")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the libc this process runs on
 _libc.inotify_init1.argtypes = [ctypes.c_int]
 _libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
 
@@ -114,6 +112,8 @@ class ExitWatcher:
         self.name_ok = name_ok
         self._stop = stop or threading.Event()
         self._thread: threading.Thread | None = None
+        from concurrent.futures import ThreadPoolExecutor  # the worker's only
+
         self._pool = ThreadPoolExecutor(4, "exit")
         self._inotify: Inotify | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)

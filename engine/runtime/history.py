@@ -19,19 +19,27 @@ def note_exit(record: ContainerRecord, code: int) -> None:
         codes.append(code)
 
 
-def note_process(record: ContainerRecord) -> bool:
-    """The name of the container's main process now, if new. Answers whether it was."""
+def process_unseen(record: ContainerRecord) -> str:
+    """The name of the container's main process now if it is not noted yet (and can be),
+    else ""."""
     if not record.pid:
-        return False
+        return ""
     try:
         name = Path(f"/proc/{record.pid}/comm").read_text().strip()
     except OSError:
-        return False
-    seen = record.extra.setdefault("processes_seen", [])
+        return ""
+    seen = record.extra.get("processes_seen", [])
     if not name or not isinstance(seen, list) or name in seen or len(seen) >= KEPT:
-        return False
-    seen.append(name)
-    return True
+        return ""
+    return name
+
+
+def note_process(record: ContainerRecord) -> bool:
+    """The name of the container's main process now, if new. Answers whether it was."""
+    name = process_unseen(record)
+    if name:
+        record.extra.setdefault("processes_seen", []).append(name)
+    return bool(name)
 
 
 def exit_codes(record: ContainerRecord) -> list[int]:

@@ -44,9 +44,7 @@ from engine.runtime.conmon import (
     BUNDLE_LEFTOVERS,
     Conmon,
     MonitorSpec,
-    pid_is_conmon,
     read_exit_file,
-    read_pid_file,
     remove_files,
     wait_gone,
 )
@@ -60,6 +58,7 @@ from engine.runtime.execs import (
     sweep_exec_bundles,
 )
 from engine.runtime.exits import ExitWatcher, wait_for_file
+from engine.runtime.liveness import exit_dir, pid_is_conmon, read_pid_file
 from engine.runtime.runc import Runc, parse_signal
 from engine.storage import binds, quotas
 from engine.storage.containers import Containers, publish_container_event
@@ -82,10 +81,6 @@ READ_LOCK_WAIT = 0.25  # seconds a reader waits for a container's lock before re
 UNKNOWN_EXIT = -1  # no exit file (conmon died or was killed): as podman, the code is unknown
 
 
-def exit_dir(engine: Engine) -> Path:
-    return Path(engine.config.root) / "exits"
-
-
 class Lifecycle:
     """The container state machine (a service: ``engine.get(Lifecycle)``)."""
 
@@ -94,7 +89,7 @@ class Lifecycle:
         self.containers = engine.get(Containers)
         self.runc = engine.get(Runc)
         self.conmon = engine.get(Conmon)
-        self.exit_dir = exit_dir(engine)
+        self.exit_dir = exit_dir(engine.config.root)
         # Where exits found by the watcher or a sync are announced when no caller's publisher
         # is at hand (the worker sets its channel-layer publisher at start-up).
         self.publisher: Publisher | None = None

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError, RuntimeFailedError
 from engine.protocol import CONTAINER_ID_RE
-from engine.runtime.conmon import pid_is_conmon, read_pid_file
+from engine.runtime.liveness import pid_is_conmon, read_pid_file
 from engine.storage import binds
 from engine.storage.records import ACTIVE_STATES, PAUSED, RUNNING, ContainerRecord
 

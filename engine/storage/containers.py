@@ -37,7 +37,6 @@ from __future__ import annotations
 import builtins
 import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -254,6 +253,8 @@ class Containers:
                 f"name {name[:80]!r}: letters, digits, '_', '.', '-' (starting with a letter "
                 "or digit), at most 128"
             )
+        import secrets  # with hmac and OpenSSL: only when a container is made
+
         container_id = secrets.token_hex(32)
         options.hostname = options.hostname or container_id[:12]
         root = Path(self.engine.config.root)

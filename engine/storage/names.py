@@ -3,8 +3,6 @@ short reference (``busybox``) stands for: engine.images.shortnames."""
 
 from __future__ import annotations
 
-import secrets
-
 
 def _words(text: str) -> tuple[str, ...]:
     return tuple(text.split())
@@ -47,6 +45,8 @@ _NOUNS = _words(
 
 def generate_name(taken: set[str]) -> str:
     """adjective_noun, as podman (docker's namesgenerator) does; a number is added if needed."""
+    import secrets  # with hmac and OpenSSL: only when a name is made
+
     for _ in range(64):
         name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
         if name not in taken:

@@ -25,15 +25,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.config import EngineConfig
 from engine.errors import InvalidInputError, PolicyError
-from engine.protocol import INSTRUCTOR, LEARNER, verbs
+from engine.protocol import INSTRUCTOR, LEARNER
 from engine.storage import usage
 from engine.storage.containers import Containers
 from engine.storage.records import ACTIVE_STATES, ContainerRecord, CreateOptions
 from engine.storage.sandbox import sandbox_of
+
+if TYPE_CHECKING:
+    from engine.protocol import verbs
 
 _MIB = 1024 * 1024
 _SIZE_RE = re.compile(r"^(\d+)([kmg]?)b?$", re.I)

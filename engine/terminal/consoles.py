@@ -34,13 +34,12 @@ from engine.events import Publisher
 from engine.hostfs import atomic
 from engine.runtime.conmon import (
     connect_attach,
-    pid_is_conmon,
     read_exit_file,
-    read_pid_file,
     write_ctl,
 )
 from engine.runtime.execs import EXEC_ID_RE, ExecSession, exec_bundles
 from engine.runtime.lifecycle import Lifecycle
+from engine.runtime.liveness import pid_is_conmon, read_pid_file
 from engine.runtime.logs import read_all
 from engine.storage.containers import Containers, publish_container_event
 from engine.storage.records import ACTIVE_STATES, PAUSED, RUNNING

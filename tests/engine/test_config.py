@@ -82,9 +82,11 @@ def test_the_worker_refuses_to_start_under_a_bad_node_name(tmp_path: Path) -> No
 def test_the_default_node_name_is_the_host_name_made_valid(
     host: str, node: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import socket
+    import os
 
     from engine.protocol import NODE_NAME_RE, default_node
 
-    monkeypatch.setattr(socket, "gethostname", lambda: host)
+    real = os.uname()
+    fake = os.uname_result((real.sysname, host, real.release, real.version, real.machine))
+    monkeypatch.setattr(os, "uname", lambda: fake)
     assert default_node() == node and NODE_NAME_RE.fullmatch(node)

@@ -21,12 +21,12 @@ from engine.runtime.conmon import (
     Conmon,
     MonitorSpec,
     connect_attach,
-    pid_is_conmon,
     read_exit_file,
     write_ctl,
 )
 from engine.runtime.execs import ExecSession, exec_bundles, run_exec
 from engine.runtime.exits import ExitWatcher, wait_for_file
+from engine.runtime.liveness import pid_is_conmon
 from engine.runtime.logs import read_all
 from engine.runtime.runc import Runc
 from tests.engine.runtools import (

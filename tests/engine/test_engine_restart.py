@@ -22,8 +22,8 @@ import redis
 from engine.core import Engine
 from engine.errors import EngineError
 from engine.protocol import nodes
-from engine.runtime.conmon import pid_is_conmon
 from engine.runtime.lifecycle import Lifecycle
+from engine.runtime.liveness import pid_is_conmon
 from engine.runtime.runc import Runc
 from engine.storage.containers import Containers
 from tests.conftest import REPO

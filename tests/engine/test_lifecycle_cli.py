@@ -5,6 +5,10 @@ restart, rm -f. No worker runs: every verb syncs the state from files by itself.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +16,7 @@ import pytest
 
 from engine.cli import main
 from engine.core import Engine
+from engine.runtime.liveness import exit_dir
 from tests.engine.runtools import RUNTIME_REASON, can_run_containers, create, wait_until
 from tests.imagetools import busybox_image
 from tests.skips import requires
@@ -98,3 +103,52 @@ def test_logs_follow_until_the_container_ends(
     assert 0.3 < time.monotonic() - started < 10
     assert ps(engine, capsys)["f"]["ExitCode"] == 2
     assert cli(engine, capsys, "rm", "f")[0] == 0
+
+
+def ps_in_a_new_process(engine: Engine) -> tuple[dict[str, str], set[str]]:
+    """``ps -a`` as the shell runs it (a new process): each name's STATUS, and the modules
+    that process imported."""
+    argv = ["--root", str(engine.config.root), "ps", "-a", "--format", "json"]
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from engine.cli import main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        f"    assert main({argv!r}) == 0\n"
+        "print(json.dumps([json.loads(out.getvalue()), sorted(sys.modules)]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).resolve().parents[2], env={**os.environ, "GANTRY_CONFIG": "/none"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows, modules = json.loads(done.stdout)
+    return {row["Names"][0]: row["Status"] for row in rows}, set(modules)
+
+
+def test_ps_builds_the_runtime_only_for_a_record_that_must_change(
+    engine: Engine, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A new ``ps`` lists running containers whose records are up to date from the records
+    alone; a container that exited since its last sync has it synced (exit code and all)."""
+    monkeypatch.setenv("GANTRY_CONFIG", str(tmp_path / "none.json"))
+    engine.ensure_root()
+    busybox_image(engine)
+    loop = "while true; do sleep 0.05; done"
+    create(engine, ["sh", "-c", loop], name="up")
+    soon = create(engine, ["sh", "-c", f"trap 'exit 5' USR1; {loop}"], name="soon")
+    try:
+        assert cli(engine, capsys, "start", "up", "soon")[0] == 0
+        wait_until(lambda: ps(engine, capsys)["soon"]["State"] == "running")  # synced, noted
+        status, modules = ps_in_a_new_process(engine)
+        assert status["up"].startswith("Up ") and status["soon"].startswith("Up "), status
+        assert "engine.runtime.lifecycle" not in modules
+
+        os.kill(int(ps(engine, capsys)["soon"]["Pid"]), signal.SIGUSR1)  # type: ignore[call-overload]
+        wait_until(lambda: (exit_dir(engine.config.root) / soon.id).exists())
+        status, modules = ps_in_a_new_process(engine)
+        assert status["soon"].startswith("Exited (5)") and status["up"].startswith("Up ")
+        assert "engine.runtime.lifecycle" in modules
+    finally:
+        cli(engine, capsys, "rm", "-f", "up", "soon")
