@@ -8,7 +8,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import secrets
 import stat
 from collections.abc import Callable, Iterator
@@ -104,7 +103,7 @@ def remove_entry(dir_fd: int, name: str, *, recursive: bool) -> None:
 
 
 def renameat2(src_fd: int, src: str, dst_fd: int, dst: str, flags: int) -> None:
-    number = _SYS_RENAMEAT2.get(platform.machine())
+    number = _SYS_RENAMEAT2.get(os.uname().machine)
     if number is None:
         raise OSError(errno.ENOSYS, "renameat2 unknown here")
     res = _libc.syscall(number, src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), flags)

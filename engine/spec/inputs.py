@@ -3,7 +3,7 @@ record's create options (engine.spec.generator stays pure; SpecService gathers t
 
 from __future__ import annotations
 
-import platform
+import os
 import resource
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +30,7 @@ def host_facts() -> generator.HostFacts:
         except (ValueError, OSError):
             continue
         hard[name] = generator.UINT64_MAX if value == resource.RLIM_INFINITY else value
-    return generator.HostFacts(machine=platform.machine(), rlimits_hard=hard)
+    return generator.HostFacts(machine=os.uname().machine, rlimits_hard=hard)
 
 
 def spec_options(record: ContainerRecord) -> generator.SpecOptions:

@@ -18,7 +18,6 @@ container's new spec applies at its next start, as does an edit).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -39,7 +38,6 @@ from engine.errors import (
     PolicyError,
 )
 from engine.events import Publisher
-from engine.files.explorer import read_container_file
 from engine.hostfs import atomic
 from engine.spec import defaults, generator
 from engine.spec.inputs import host_facts, spec_options
@@ -219,6 +217,7 @@ class SpecService:
     def _user_db(self, record: ContainerRecord) -> tuple[bytes | None, bytes | None]:
         """The container's /etc/passwd and /etc/group, read through securepath inside the
         merged root (None when absent, not a regular file or larger than MAX_DB_BYTES)."""
+        from engine.files.explorer import read_container_file  # the file stack: generate only
 
         def read(unsafe_path: str) -> bytes | None:
             try:
@@ -380,6 +379,8 @@ class SpecService:
             current_text = generator.canonical(current)
         except SpecParseError:
             current, current_text = None, raw[:MAX_BYTES].decode("utf-8", errors="replace")
+        import difflib
+
         lines = list(
             difflib.unified_diff(
                 generated_text.splitlines(),
