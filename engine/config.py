@@ -36,6 +36,8 @@ class EngineConfig:
     insecure_registries: tuple[str, ...] = ()
     # Where each learner's host-side paths live: <sandbox_root>/<user>/ (engine.storage.sandbox).
     sandbox_root: Path = DEFAULT_SANDBOX
+    # The default network: name, subnet, gateway, bridge (engine.network.networks.DEFAULT).
+    network: dict[str, Any] = field(default_factory=dict)
 
 
 _FILE_KEYS = {f.name for f in fields(EngineConfig)} - {"root"}
@@ -67,9 +69,9 @@ def _from_file(path: Path) -> dict[str, Any]:
             out[key] = Path(value)
         elif key == "insecure_registries":
             out[key] = tuple(str(v) for v in value)
-        elif key == "policy":
+        elif key in ("policy", "network"):
             if not isinstance(value, dict):
-                raise InvalidInputError(f"engine config {path}: policy: must be an object")
+                raise InvalidInputError(f"engine config {path}: {key}: must be an object")
             out[key] = value
         else:
             out[key] = value

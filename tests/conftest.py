@@ -41,6 +41,9 @@ def redis_server() -> Iterator[str]:
     shutil.rmtree(TEST_TMP, ignore_errors=True)
 
 
+TEST_DEFAULT_NETWORK = {"name": "gantry", "subnet": "10.91.250.0/24", "bridge": "gt250"}
+
+
 @pytest.fixture
 def tmp_root(tmp_path: Path) -> Path:
     """A temporary engine state root; never the real one."""
@@ -57,6 +60,10 @@ def engine(tmp_root: Path, tmp_path: Path) -> Engine:
             node=settings.GANTRY_NODE,
             volume_allowlist=(tmp_path / "volumes",),
             sandbox_root=tmp_path / "sandbox",
+            # A create without --network gets none here (the tests of networks, the seed lab
+            # and the stacks use the default bridge); the default network is a test one.
+            network=dict(TEST_DEFAULT_NETWORK),
+            policy={"network": {"default": "none"}},
         )
     )
 

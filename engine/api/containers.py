@@ -21,6 +21,7 @@ import stat
 from pathlib import Path
 
 from engine.api.base import Context, op
+from engine.api.network import create_choice, reserve_ports
 from engine.core import Engine
 from engine.errors import InvalidInputError, NotFoundError
 from engine.hostfs import securepath
@@ -69,6 +70,7 @@ def create(ctx: Context, args: verbs.Create) -> Json:
     if args.name and not NAME_RE.match(args.name):
         raise InvalidInputError(f"name {args.name[:80]!r}: letters, digits, '_', '.', '-'")
     sandbox = _sandbox(ctx)
+    network, published = create_choice(ctx, args.network, args.publish)
     options = CreateOptions(
         command=args.command,
         entrypoint=args.entrypoint,
@@ -80,6 +82,9 @@ def create(ctx: Context, args: verbs.Create) -> Json:
         volumes=_volumes(ctx, sandbox, args.volumes),
         sandbox=sandbox,
         hostname=args.hostname,
+        network=network,
+        ports=published,
+        dns=list(args.dns),
     )
     name = user_container_name(sandbox, args.name)
     containers = ctx.engine.get(Containers)
@@ -90,7 +95,7 @@ def create(ctx: Context, args: verbs.Create) -> Json:
             quotas.apply_limits(options, ctx.role, quota)
         quotas.check_disk(ctx.engine.config, containers, quota, sandbox)
     record = containers.create(options, args.image, name, publisher=ctx.publisher)
-    return ps_json(record)
+    return ps_json(reserve_ports(ctx, record))
 
 
 def user_container_name(sandbox: str, name: str) -> str:

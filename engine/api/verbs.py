@@ -3,7 +3,7 @@ hooks the worker runs before it serves, in this order: wired here, in one place.
 
 from __future__ import annotations
 
-from engine.api import containers, files, images, lab, node, runtime, spec, terminal
+from engine.api import containers, files, images, lab, network, node, runtime, spec, terminal
 from engine.api.base import StartupHook
 
 STARTUP: tuple[StartupHook, ...] = (
@@ -14,4 +14,7 @@ STARTUP: tuple[StartupHook, ...] = (
     runtime.watch_exits,
 )
 
-__all__ = ["STARTUP", "containers", "files", "images", "lab", "node", "runtime", "spec", "terminal"]
+__all__ = [
+    "STARTUP", "containers", "files", "images", "lab", "network", "node", "runtime", "spec",
+    "terminal",
+]  # fmt: skip

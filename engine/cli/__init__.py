@@ -22,7 +22,15 @@ from engine.core import Engine
 from engine.errors import EngineError
 
 Verb = Callable[[Engine, argparse.Namespace], int]
-DOMAINS = ["node", "images", "containers", "spec", "runtime", "terminal"]  # as help lists them
+DOMAINS = [
+    "node",
+    "images",
+    "containers",
+    "network",
+    "spec",
+    "runtime",
+    "terminal",
+]  # as help lists them
 VERB_DOMAINS = {
     **dict.fromkeys(["info", "config", "nodes"], "node"),
     **dict.fromkeys(["pull", "images", "rmi", "load", "login", "logout"], "images"),
@@ -36,6 +44,7 @@ VERB_DOMAINS = {
         "runtime",
     ),
     "attach": "terminal",
+    "network": "network",
 }
 GLOBAL_WITH_VALUE = ("--root", "--config", "--log-level")
 

@@ -99,6 +99,9 @@ def cmd_create(engine: Engine, args: argparse.Namespace) -> int:
         interactive=args.interactive,
         volumes=list(args.volume),
         hostname=args.hostname or "",
+        network=args.network or "",
+        publish=list(args.publish),
+        dns=list(args.dns),
     )
     print(call(engine, verbs.CONTAINER_CREATE, create)["Id"])
     return 0
@@ -271,7 +274,7 @@ def select_for_ps(
 
 
 def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
-    from engine.storage.podjson import created_text, ps_json, status_text
+    from engine.storage.podjson import created_text, ports_text, ps_json, status_text
 
     filters = parse_ps_filters(args.filter)
     records = select_for_ps(_listed(engine), args, filters)
@@ -295,7 +298,7 @@ def cmd_ps(engine: Engine, args: argparse.Namespace) -> int:
                 _command(r, args.no_trunc),
                 created_text(r, now),
                 status_text(r, now),
-                "",
+                ports_text(r),
                 r.name,
             ]
             for r in records
@@ -311,7 +314,7 @@ def ps_row(record: ContainerRecord, now: float, no_trunc: bool) -> dict[str, Any
     """What ``ps --format '{{...}}'`` sees of a container: podman's JSON fields, and the
     ones its templates add (.ID short unless --no-trunc, .Names and .Command as text, .State
     and .Status as the STATUS column, .Created as a Go time, .CreatedHuman/.RunningFor)."""
-    from engine.storage.podjson import created_text, ps_json, status_text
+    from engine.storage.podjson import created_text, ports_text, ps_json, status_text
 
     row = ps_json(record, now)
     status, ago = status_text(record, now), created_text(record, now)
@@ -325,7 +328,7 @@ def ps_row(record: ContainerRecord, now: float, no_trunc: bool) -> dict[str, Any
         RunningFor=ago,
         State=status,
         Status=status,
-        Ports="",
+        Ports=ports_text(record),
         Labels=row["Labels"] or {},
     )
     return row
@@ -440,6 +443,15 @@ def _register_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("-u", "--user", help="USER[:GROUP] inside the container")
     p.add_argument("--entrypoint", help='entrypoint: a command, or a JSON array ("" clears it)')
     p.add_argument("--hostname", help="host name inside the container (default: short id)")
+    p.add_argument(
+        "--network", "--net", metavar="MODE",
+        help="bridge (the default network), none, host, or a network's name",
+    )  # fmt: skip
+    p.add_argument(
+        "-p", "--publish", action="append", default=[], metavar="[IP:][HOSTPORT:]PORT[/PROTO]",
+        help="publish a container port on the host (IP defaults to 127.0.0.1)",
+    )  # fmt: skip
+    p.add_argument("--dns", action="append", default=[], metavar="IP", help="a DNS server")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("image", metavar="IMAGE")

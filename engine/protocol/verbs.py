@@ -106,6 +106,11 @@ class Create:
     interactive: bool = False
     volumes: Annotated[list[str], Items(64)] = field(default_factory=list)
     hostname: Annotated[str, Text(64)] = ""
+    # "": the engine's default (policy.network.default: the default bridge network); none,
+    # host, bridge, or a network's name
+    network: Annotated[str, Text(64)] = ""
+    publish: Annotated[list[str], Items(64, 64)] = field(default_factory=list)  # -p
+    dns: Annotated[list[str], Items(3, 64)] = field(default_factory=list)
 
 
 @wire
@@ -539,6 +544,28 @@ SANDBOX_USAGE: Verb[SandboxUsage, list[DiskUse]] = Verb("sandbox.usage", Sandbox
 LAB_CLEAR_SANDBOX: Verb[Sandbox, Cleared] = Verb("lab.clear_sandbox", Sandbox, "lab")
 LAB_STEPS: Verb[Id, Json] = Verb("lab.steps", Id, "lab")
 LAB_VOLUME_TOUCH: Verb[VolumeTouch, Touched] = Verb("lab.volume_touch", VolumeTouch, "lab")
+
+
+# -- networks ---------------------------------------------------------------------------------
+@wire
+class NetworkName:
+    name: Annotated[str, Text(64)]
+
+
+@wire
+class CreateNetwork:
+    name: Annotated[str, Text(64)]
+    subnet: Annotated[str, Text(64)] = ""
+    gateway: Annotated[str, Text(64)] = ""
+    bridge: Annotated[str, Text(64)] = ""
+    internal: bool = False
+    dns: bool = True
+
+
+NETWORK_CREATE: Verb[CreateNetwork, Json] = Verb("network.create", CreateNetwork, "network")
+NETWORK_LIST: Verb[NoArgs, list[Json]] = Verb("network.list", NoArgs, "network")
+NETWORK_INSPECT: Verb[NetworkName, Json] = Verb("network.inspect", NetworkName, "network")
+NETWORK_REMOVE: Verb[NetworkName, Json] = Verb("network.remove", NetworkName, "network")
 NODE_INFO: Verb[NoArgs, Json] = Verb("node.info", NoArgs, "node")
 NODE_PING: Verb[NoArgs, str] = Verb("node.ping", NoArgs, "node")
 

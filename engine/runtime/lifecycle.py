@@ -38,6 +38,8 @@ from engine.errors import (
 )
 from engine.events import Publisher
 from engine.hostfs.locks import LockTimeoutError
+from engine.network import attach, ports
+from engine.network.store import Networks
 from engine.protocol import CONTAINER_ID_RE
 from engine.runtime import history
 from engine.runtime.conmon import (
@@ -89,6 +91,7 @@ class Lifecycle:
         self.containers = engine.get(Containers)
         self.runc = engine.get(Runc)
         self.conmon = engine.get(Conmon)
+        self.networks = engine.get(Networks)
         self.exit_dir = exit_dir(engine.config.root)
         # Where exits found by the watcher or a sync are announced when no caller's publisher
         # is at hand (the worker sets its channel-layer publisher at start-up).
@@ -189,6 +192,7 @@ class Lifecycle:
         record.finished_at = finished
         record.pid = 0
         record.conmon_pid = 0
+        record.extra.pop("network", None)
         if code is None and not record.error:
             record.error = "exited without an exit file (conmon was killed?)"
         if (paths.userdata / "oom").exists():
@@ -221,6 +225,8 @@ class Lifecycle:
         sweep_exec_bundles(paths.bundle, record.id, keep_live=False)
         remove_files(paths.bundle, BUNDLE_LEFTOVERS)
         remove_files(paths.userdata, ("pidfile", "conmon.pid"))
+        # After the process: netavark's teardown wants the namespace it set up, still there.
+        attach.disconnect(self.networks, record.id, paths.userdata)
 
     def _has_leftovers(self, record: ContainerRecord) -> bool:
         paths = self.containers.paths(record.id)
@@ -228,6 +234,7 @@ class Lifecycle:
             (self.runc.root / record.id).exists()
             or (paths.userdata / "conmon.pid").exists()
             or bool(exec_bundles(paths.bundle))
+            or attach.state_of(paths.userdata) is not None
         )
 
     def get_synced(self, unsafe_ref: str, publisher: Any = None) -> ContainerRecord:
@@ -290,6 +297,7 @@ class Lifecycle:
             self._release_runtime(record)
         with contextlib.suppress(FileNotFoundError):
             self.exit_file(record.id).unlink()
+        network = self._connect(record, str(checked.get("hostname") or record.short_id))
         spec = MonitorSpec(
             container_id=record.id,
             name=record.name,
@@ -317,7 +325,21 @@ class Lifecycle:
         record.exit_code = None
         record.error = ""
         record.extra.pop("oom_killed", None)
+        record.extra["network"] = network
         self.containers.save(record)
+
+    def _connect(self, record: ContainerRecord, hostname: str) -> dict[str, Any]:
+        """The container's network, before runc create joins its namespace (undone by
+        _release_runtime when the start fails after this)."""
+        plan = attach.Plan(
+            container_id=record.id,
+            name=record.name,
+            hostname=hostname,
+            network=record.options.network,
+            ports=tuple(record.options.ports),
+            dns=tuple(record.options.dns),
+        )
+        return attach.connect(self.networks, plan, self._userdata(record))
 
     def _cleanup_failed_start(self, record: ContainerRecord) -> None:
         self._release_runtime(record)
@@ -514,6 +536,7 @@ class Lifecycle:
                 os.kill(conmon_pid, signal.SIGKILL)
         with contextlib.suppress(FileNotFoundError):
             self.exit_file(record.id).unlink()
+        ports.release(Path(self.engine.config.root), record.id)
 
     def reconcile(self) -> list[str]:
         """After an engine (re)start: see engine.runtime.reconcile."""

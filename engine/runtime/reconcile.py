@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError, RuntimeFailedError
+from engine.network import ipam, ports
 from engine.protocol import CONTAINER_ID_RE
 from engine.runtime.liveness import pid_is_conmon, read_pid_file
 from engine.storage import binds
@@ -78,7 +79,7 @@ def reconcile(lc: Lifecycle) -> list[str]:
                         lc.containers.save(record)
                 elif adopt(lc, record):
                     pass  # started just before a crash that came before the record
-                elif (lc.runc.root / record.id).exists() or lc.exit_file(record.id).exists():
+                elif lc._has_leftovers(record) or lc.exit_file(record.id).exists():
                     lc._release_runtime(record)
                     with contextlib.suppress(FileNotFoundError):
                         lc.exit_file(record.id).unlink()
@@ -98,7 +99,17 @@ def reconcile(lc: Lifecycle) -> list[str]:
                 with contextlib.suppress(OSError):
                     leftover.unlink()
     sweep_bind_staging(lc)
+    sweep_network(lc, known)
     return changed
+
+
+def sweep_network(lc: Lifecycle, known: set[str]) -> None:
+    """Addresses and host ports of containers that no longer exist are given back (a
+    remove cut off by a crash). Namespaces are the containers' own: each one's teardown
+    (above, for the stopped ones) removes it; /run/netns is shared with other engines."""
+    root = Path(lc.engine.config.root)
+    ipam.sweep(root, known)
+    ports.sweep(root, known)
 
 
 def sweep_bind_staging(lc: Lifecycle) -> None:

@@ -87,6 +87,10 @@ class EnginePaths:
     cgroups_path: str
     hostname_file: str = ""  # userdata/hostname, bind-mounted at /etc/hostname when set
     hosts_file: str = ""  # userdata/hosts, bind-mounted at /etc/hosts when set
+    resolv_file: str = ""  # userdata/resolv.conf, bind-mounted at /etc/resolv.conf when set
+    # The network namespace: "" a new one (loopback only), "host" the host's (no entry), else
+    # the path of the one the engine makes at start (engine.network.netns).
+    netns: str = ""
 
 
 @dataclass(frozen=True)
@@ -225,6 +229,7 @@ def mounts(paths: EnginePaths, volumes: Sequence[VolumeMount]) -> list[dict[str,
     for destination, source in (
         ("/etc/hostname", paths.hostname_file),
         ("/etc/hosts", paths.hosts_file),
+        ("/etc/resolv.conf", paths.resolv_file),
     ):
         if source:
             out.append(
@@ -301,12 +306,24 @@ def generate(inputs: SpecInputs) -> dict[str, Any]:
             "sysctl": dict(defaults.SYSCTL),
             "resources": resources(options),
             "cgroupsPath": inputs.paths.cgroups_path,
-            "namespaces": [{"type": t} for t in defaults.NAMESPACES],
+            "namespaces": namespaces(inputs.paths.netns),
             "seccomp": default_profile(inputs.host.machine),
             "maskedPaths": list(defaults.MASKED_PATHS),
             "readonlyPaths": list(defaults.READONLY_PATHS),
         },
     }
+
+
+def namespaces(netns: str) -> list[dict[str, str]]:
+    """podman's namespaces; the network one joins the engine's namespace at ``netns`` (a
+    path), is the host's (``host``: no entry) or a new one holding only loopback ("")."""
+    out = []
+    for kind in defaults.NAMESPACES:
+        if kind != "network" or not netns:
+            out.append({"type": kind})
+        elif netns != "host":
+            out.append({"type": kind, "path": netns})
+    return out
 
 
 def canonical(spec: Mapping[str, Any]) -> str:

@@ -113,6 +113,8 @@ class Expected:
     # The generator's mounts that may sit in /proc, /sys, /dev or come from userdata.
     engine_mounts: tuple[Mapping[str, Any], ...] = ()
     host_rlimits: Mapping[str, int] = field(default_factory=dict)
+    # The network namespace the engine gives: "" a new one, "host" none, else its path.
+    netns: str = ""
     masked_paths: tuple[str, ...] = defaults.MASKED_PATHS
     readonly_paths: tuple[str, ...] = defaults.READONLY_PATHS
 

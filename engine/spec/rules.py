@@ -199,6 +199,11 @@ class _Checker:
                     f"host path {str(mount.get('source', ''))[:200]} {why}",
                 )
 
+    def _netns(self) -> str:
+        """The namespace path the engine gives ("" when it gives none)."""
+        netns = self.expected.netns
+        return "" if netns in ("", "host") else netns
+
     def namespaces(self) -> None:
         entries = _get(self.spec, "linux", "namespaces") or []
         seen: set[str] = set()
@@ -213,11 +218,19 @@ class _Checker:
                     f"the {kind} namespace is listed twice",
                 )
             seen.add(kind)
-            if "path" in ns:
+            if "path" in ns and not (kind == "network" and ns["path"] == self._netns()):
                 self.refuse(
                     "namespaces",
                     f"linux.namespaces[{i}].path",
-                    "joining an existing namespace is not allowed",
+                    "joining an existing namespace is not allowed"
+                    + (f" (the network's is {self._netns()})" if kind == "network" else ""),
+                )
+            elif kind == "network" and "path" not in ns and self._netns():
+                self.refuse(
+                    "namespaces",
+                    f"linux.namespaces[{i}]",
+                    f"the network namespace is the engine's ({self._netns()}): the container's "
+                    "network is set up there",
                 )
             if kind not in _REQUIRED_NAMESPACES:
                 self.refuse(
@@ -226,6 +239,14 @@ class _Checker:
                     f"the {kind} namespace is not allowed",
                 )
         for kind in _REQUIRED_NAMESPACES:
+            if kind == "network" and self.expected.netns == "host":
+                if kind in seen:
+                    self.refuse(
+                        "namespaces",
+                        "linux.namespaces",
+                        "the container runs with --network host: no network namespace",
+                    )
+                continue
             if kind not in seen:
                 self.refuse(
                     "namespaces",

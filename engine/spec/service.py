@@ -39,6 +39,8 @@ from engine.errors import (
 )
 from engine.events import Publisher
 from engine.hostfs import atomic
+from engine.network.netns import path_of
+from engine.network.networks import HOST, NONE
 from engine.spec import defaults, generator
 from engine.spec.inputs import host_facts, spec_options
 from engine.spec.policy import Expected, SpecPolicy
@@ -140,11 +142,14 @@ class SpecService:
 
     def engine_paths(self, record: ContainerRecord) -> generator.EnginePaths:
         paths = self.containers.paths(record.id)
+        network = record.options.network
         return generator.EnginePaths(
             root_path=str(paths.merged),
             cgroups_path=generator.cgroups_path(record.id),
             hostname_file=str(paths.userdata / "hostname"),
             hosts_file=str(paths.userdata / "hosts"),
+            resolv_file="" if network == NONE else str(paths.userdata / "resolv.conf"),
+            netns=HOST if network == HOST else str(path_of(record.id)) if network != NONE else "",
         )
 
     def expected(self, record: ContainerRecord) -> Expected:
@@ -154,6 +159,7 @@ class SpecService:
             root_path=ep.root_path,
             cgroups_path=ep.cgroups_path,
             engine_mounts=tuple(generator.mounts(ep, ())),
+            netns=ep.netns,
             host_rlimits=host_facts().rlimits_hard,
         )
 

@@ -93,6 +93,8 @@ def ps_json(record: ContainerRecord, now: float | None = None) -> dict[str, Any]
         "Labels": dict(record.options.labels) or None,
         "Node": record.node,
         "MountCount": record.mount_count,
+        "Ports": [p.netavark() for p in record.options.ports] or None,
+        "Networks": [record.options.network] if record.options.network != "none" else [],
     }
 
 
@@ -135,6 +137,8 @@ def inspect_json(
             "Labels": dict(o.labels) or None,
         },
         "Mounts": [mount_json(v) for v in o.volumes],
+        "NetworkSettings": network_settings(record),
+        "HostConfig": {"NetworkMode": o.network, "Dns": list(o.dns)},
         "OCIConfigPath": str(paths.bundle / "config.json"),  # written by init or start
         "StaticDir": str(paths.userdata),
         "GraphDriver": {
@@ -146,6 +150,49 @@ def inspect_json(
                 "MergedDir": str(paths.merged),
             },
         },
+    }
+
+
+def ports_text(record: ContainerRecord) -> str:
+    """ps's PORTS column: 127.0.0.1:8080->80/tcp, ..."""
+    return ", ".join(p.text() for p in record.options.ports)
+
+
+def network_settings(record: ContainerRecord) -> dict[str, Any]:
+    """podman inspect's NetworkSettings: the first network's address at the top, each
+    network's under Networks (empty values while the container does not run)."""
+    live = record.extra.get("network") if record.state in (RUNNING, PAUSED) else None
+    live = live if isinstance(live, dict) else {}
+    found = live.get("networks")
+    attached: dict[str, Any] = found if isinstance(found, dict) else {}
+    name = record.options.network
+    names = [] if name in ("none", "host") else list(attached) or [name]
+    networks = {n: _endpoint(n, attached.get(n) or {}, record) for n in names}
+    first = networks[names[0]] if names else _endpoint("", {}, record)
+    ports: dict[str, Any] = {}
+    for p in record.options.ports:
+        ports.setdefault(f"{p.container_port}/{p.protocol}", []).append(
+            {"HostIp": p.host_ip, "HostPort": str(p.host_port)}
+        )
+    return {
+        "IPAddress": first["IPAddress"],
+        "IPPrefixLen": first["IPPrefixLen"],
+        "Gateway": first["Gateway"],
+        "MacAddress": first["MacAddress"],
+        "Ports": ports,
+        "SandboxKey": str(live.get("netns", "")),
+        "Networks": networks,
+    }
+
+
+def _endpoint(name: str, info: dict[str, Any], record: ContainerRecord) -> dict[str, Any]:
+    return {
+        "NetworkID": name,
+        "IPAddress": str(info.get("ip", "")),
+        "IPPrefixLen": int(info.get("prefix", 0) or 0),
+        "Gateway": str(info.get("gateway", "")),
+        "MacAddress": str(info.get("mac", "")),
+        "Aliases": [record.name, record.short_id] if name else [],
     }
 
 

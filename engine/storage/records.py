@@ -33,12 +33,53 @@ ACTIVE_STATES = (RUNNING, PAUSED)
 
 MAX_COMMAND_ITEMS = 256
 MAX_ENV = 1024
+MAX_DNS = 3  # what a resolv.conf uses
+_IPV4_RE = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
 _ENV_KEY_RE = re.compile(r"^[^=\x00]{1,256}$")
 _USER_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}(:[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63})?$")
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$")
 
 
 # -- records --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PortMapping:
+    host_ip: str
+    host_port: int  # 0 until reserved at create: "a port the policy allows"
+    container_port: int
+    protocol: str = "tcp"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host_ip": self.host_ip,
+            "host_port": self.host_port,
+            "container_port": self.container_port,
+            "protocol": self.protocol,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PortMapping:
+        return cls(
+            str(data["host_ip"]),
+            int(data["host_port"]),
+            int(data["container_port"]),
+            str(data.get("protocol", "tcp")),
+        )
+
+    def netavark(self) -> dict[str, Any]:
+        """netavark 1.4's PortMapping: every field required."""
+        return {
+            "host_ip": self.host_ip,
+            "container_port": self.container_port,
+            "host_port": self.host_port,
+            "range": 1,
+            "protocol": self.protocol,
+        }
+
+    def text(self) -> str:
+        """As podman's ps PORTS column: 127.0.0.1:8080->80/tcp."""
+        return f"{self.host_ip}:{self.host_port}->{self.container_port}/{self.protocol}"
+
+
 def _known(cls: type[Any], data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in data.items() if k in names}, {
@@ -61,6 +102,11 @@ class CreateOptions:
     volumes: list[Volume] = field(default_factory=list)
     hostname: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    # "none" (only loopback), "host", or a network's name ("bridge": the default network).
+    # "none" for records of engines before networks; create gives the default network.
+    network: str = "none"
+    ports: list[PortMapping] = field(default_factory=list)  # -p, host ports reserved
+    dns: list[str] = field(default_factory=list)  # --dns servers
     # Whose sandbox holds this container's host paths (engine.storage.sandbox); "" for an
     # admin's container, whose bind sources lie in the volume allowlist.
     sandbox: str = ""
@@ -80,6 +126,9 @@ class CreateOptions:
             volumes=[v.to_dict() for v in self.volumes],
             hostname=self.hostname,
             labels=dict(self.labels),
+            network=self.network,
+            ports=[p.to_dict() for p in self.ports],
+            dns=list(self.dns),
         )
         if self.sandbox:
             out["sandbox"] = self.sandbox
@@ -90,6 +139,7 @@ class CreateOptions:
         known, unknown = _known(cls, data)
         known.pop("extra", None)
         known["volumes"] = [Volume.from_dict(v) for v in known.get("volumes") or []]
+        known["ports"] = [PortMapping.from_dict(p) for p in known.get("ports") or []]
         return cls(**known, extra=unknown)
 
 
@@ -207,6 +257,10 @@ def check_options(options: CreateOptions) -> CreateOptions:
     for key, value in options.labels.items():
         if not isinstance(key, str) or not isinstance(value, str) or len(key) > 256:
             raise InvalidInputError("labels: must map strings to strings")
+    _check_str_list(options.dns, "dns", MAX_DNS)
+    for server in options.dns:
+        if not _IPV4_RE.fullmatch(server) or any(int(x) > 255 for x in server.split(".")):
+            raise InvalidInputError(f"--dns {server[:80]!r}: an IPv4 address")
     return options
 
 

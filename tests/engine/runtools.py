@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.core import Engine
+from engine.network import netns
 
 BUSYBOX = Path("/bin/busybox")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -209,6 +210,7 @@ class Census:
     cgroups: int
     runc: int
     exits: int
+    netns: int  # /run/netns/gantry-* (engine.network.netns)
 
     @classmethod
     def take(cls, engine: Engine) -> Census:
@@ -226,13 +228,14 @@ class Census:
             cgroups=len(container_cgroups()),
             runc=len(runc_ids(engine)),
             exits=len(list(exits.iterdir())) if exits.exists() else 0,
+            netns=len(netns.ours()),
         )
 
     def leaks_since(self, before: Census) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.conmons - before.conmons:
             out["conmons"] = sorted(self.conmons - before.conmons)
-        for key in ("mounts", "fds", "cgroups", "runc", "exits"):
+        for key in ("mounts", "fds", "cgroups", "runc", "exits", "netns"):
             if getattr(self, key) > getattr(before, key):
                 out[key] = (getattr(before, key), getattr(self, key))
         return out

@@ -4,6 +4,7 @@ directories and on a free port, and stop it with Ctrl-C (SIGINT) as a user would
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from typing import Any
 
 import requests
 
+from engine.config import first_file
 from tests.procs import conmon_pids
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +65,18 @@ class Stack:
         self.password = ""
         self.proc: subprocess.Popen[str] | None = None
 
+    def own_network(self) -> None:
+        """Each stack's default network is its own (10.91.N.0/24 on bridge gsN): stacks that
+        run at once on this machine, each with its own state root, never share addresses.
+        engine.json is written as `config init` would, unless the test wrote its own."""
+        path = self.tmp / "engine.json"
+        config = json.loads(path.read_text()) if path.exists() else first_file(5000)
+        n = self.port % 200 + 20
+        config.setdefault("network", {"subnet": f"10.91.{n}.0/24", "bridge": f"gs{n}"})
+        path.write_text(json.dumps(config))
+
     def start(self, timeout: float = 120) -> Stack:
+        self.own_network()
         self.proc = subprocess.Popen(
             [str(REPO / "gantry"), self.command],
             cwd=REPO,

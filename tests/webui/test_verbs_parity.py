@@ -78,6 +78,11 @@ async def play(ask: Ask, name: str, volume: Path) -> list[tuple[str, Any]]:
     await step(verbs.REGISTRY_LOGOUT, verbs.Registry(registry="nowhere.example"))
     await step(verbs.LAB_CLEAR_SANDBOX, verbs.Sandbox(name="nobody"))
     await step(verbs.SANDBOX_USAGE, verbs.SandboxUsage(names=["nobody"]))
+    network = verbs.CreateNetwork(name="parity", subnet="10.91.251.0/24", bridge="gt251")
+    await step(verbs.NETWORK_CREATE, network)  # a file only: no bridge until a start
+    await step(verbs.NETWORK_LIST, verbs.NoArgs())
+    await step(verbs.NETWORK_INSPECT, verbs.NetworkName(name="parity"))
+    await step(verbs.NETWORK_REMOVE, verbs.NetworkName(name="parity"))
     command = ["sh", "-c", "echo ready; exec sleep 60"]
     create = verbs.Create(image=IMAGE, name=name, command=command, volumes=[f"{volume}:/mnt"])
     row = await step(verbs.CONTAINER_CREATE, create)

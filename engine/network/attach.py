@@ -1,0 +1,172 @@
+"""A container's network from start to teardown, once each.
+
+connect(): an address per network (ipam), the namespace (netns), netavark setup, then
+/etc/resolv.conf and /etc/hosts for the container (userdata files config.json binds). What it
+did is written to userdata/network.json *before* netavark runs, so a crash at any point is
+undone by the next disconnect(): that file is the one mark of "set up, not yet torn down".
+disconnect(): netavark teardown with the very document setup got, the namespace, the
+addresses, the file; a second call finds no file and does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import EngineError, InvalidInputError, PolicyError
+from engine.hostfs import atomic
+from engine.network import ipam, netavark, netns
+from engine.network.networks import HOST, NONE, check_host_overlap, dns_servers
+from engine.network.store import Networks
+from engine.storage.records import PortMapping
+
+log = logging.getLogger("gantry.engine.network")
+STATE = "network.json"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What connect() needs of a container."""
+
+    container_id: str
+    name: str
+    hostname: str
+    network: str  # "none", "host", "bridge" or a network's name
+    ports: tuple[PortMapping, ...] = ()
+    dns: tuple[str, ...] = ()
+
+
+def is_namespaced(network: str) -> bool:
+    """True when the container gets a namespace of ours (a bridge network)."""
+    return network not in (NONE, HOST, "")
+
+
+def state_of(userdata: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = atomic.read_json(userdata / STATE)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"torn": True}
+    return data
+
+
+def config_dir(root: Path) -> Path:
+    return root / "networks" / "netavark"
+
+
+def connect(networks: Networks, plan: Plan, userdata: Path) -> dict[str, Any]:
+    """Set the container's network up; returns what inspect shows of it (``summary``)."""
+    root = Path(networks.engine.config.root)
+    if plan.network == NONE:
+        _write_resolv(userdata, [], [])
+        return {}
+    if plan.network == HOST:
+        _write_resolv(userdata, list(plan.dns) or [str(s) for s in dns_servers()], [])
+        return {"mode": HOST}
+    network = networks.get(plan.network)
+    check_host_overlap(network)
+    address = ipam.allocate(root, network, plan.container_id)
+    path = netns.path_of(plan.container_id)
+    aliases = sorted({plan.name, plan.container_id[:12]})
+    opts = netavark.options(
+        plan.container_id, plan.name, [(network, address)], list(plan.ports), aliases
+    )
+    state = {"netns": str(path), "options": opts, "network": network.name}
+    atomic.write_json(userdata / STATE, state)
+    try:
+        netns.create(plan.container_id)
+        status = netavark.setup(config_dir(root), path, opts)
+    except BaseException:
+        disconnect(networks, plan.container_id, userdata)
+        raise
+    summary = _summary(network.name, status, plan.ports, str(path))
+    servers = list(plan.dns) or (status.get(network.name, {}).get("dns_server_ips") or [])
+    if not servers:
+        servers = [str(s) for s in dns_servers()]
+    searches = status.get(network.name, {}).get("dns_search_domains") or []
+    _write_resolv(userdata, servers, searches)
+    _write_hosts(userdata, address, plan.hostname, plan.name)
+    atomic.write_json(userdata / STATE, {**state, "summary": summary})
+    return summary
+
+
+def disconnect(networks: Networks, container_id: str, userdata: Path) -> bool:
+    """Tear the container's network down if it is up (or half up); False when nothing was.
+    netavark's complaints are warnings: the namespace and addresses go whatever it says."""
+    root = Path(networks.engine.config.root)
+    state = state_of(userdata)
+    if state is None:
+        netns.remove(container_id)  # made by a start cut off before its state was written
+        return False
+    opts = state.get("options")
+    path = netns.path_of(container_id)
+    if isinstance(opts, dict) and path.exists():
+        try:
+            netavark.teardown(config_dir(root), path, opts)
+        except EngineError as err:
+            log.warning("teardown of %s: %s", container_id[:12], err.message)
+    netns.remove(container_id)
+    for name in (opts or {}).get("networks", {}) if isinstance(opts, dict) else ():
+        with contextlib.suppress(EngineError, OSError):
+            ipam.release(root, name, container_id)
+    (userdata / STATE).unlink(missing_ok=True)
+    return True
+
+
+def check_choice(networks: Networks, network: str, allow_host: bool) -> str:
+    """The network a create names, checked: none, host (when policy allows) or one that
+    exists (``bridge`` is the default)."""
+    if network == NONE:
+        return NONE
+    if network == HOST:
+        if not allow_host:
+            raise PolicyError("--network host is not allowed by the engine's policy")
+        return HOST
+    if not isinstance(network, str) or not network:
+        raise InvalidInputError("--network: none, host, bridge or a network's name")
+    return networks.get(network).name
+
+
+def _summary(
+    name: str, status: dict[str, Any], ports: tuple[PortMapping, ...], path: str
+) -> dict[str, Any]:
+    """Per network: address, prefix, gateway, MAC; and the namespace's path."""
+    found: dict[str, Any] = {}
+    block = status.get(name) or {}
+    for interface, info in (block.get("interfaces") or {}).items():
+        for subnet in info.get("subnets") or []:
+            ip, _, prefix = str(subnet.get("ipnet", "")).partition("/")
+            found[name] = {
+                "interface": interface,
+                "ip": ip,
+                "prefix": int(prefix or 0),
+                "gateway": str(subnet.get("gateway", "")),
+                "mac": str(info.get("mac_address", "")),
+            }
+    return {"netns": path, "networks": found, "ports": [p.to_dict() for p in ports]}
+
+
+def _write_resolv(userdata: Path, servers: list[str], searches: list[str]) -> None:
+    lines = [f"search {' '.join(searches)}"] if searches else []
+    lines += [f"nameserver {s}" for s in servers[:3]]
+    atomic.write_bytes(userdata / "resolv.conf", ("\n".join(lines) + "\n").encode(), 0o644)
+
+
+def _write_hosts(userdata: Path, address: str, hostname: str, name: str) -> None:
+    names = " ".join(dict.fromkeys(n for n in (hostname, name) if n))
+    text = (
+        "127.0.0.1\tlocalhost localhost.localdomain\n"
+        "::1\tlocalhost localhost.localdomain ip6-localhost ip6-loopback\n"
+        f"{address}\t{names}\n"
+    )
+    atomic.write_bytes(userdata / "hosts", text.encode(), 0o644)
+
+
+def summary_of(userdata: Path) -> dict[str, Any]:
+    state = state_of(userdata) or {}
+    summary = state.get("summary")
+    return summary if isinstance(summary, dict) else {}
