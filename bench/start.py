@@ -9,6 +9,9 @@ Measured, per round (medians over the rounds, in ms):
                    rootfs mounted, conmon + runc create, runc start  ->  "running" when it
                    returns; "exited" when the exit watcher has cleaned up (runc delete, unmount)
                    and published the "died" event
+  gantry (API, bridge)
+                   the same with the default bridge network (netavark setup before runc
+                   create; teardown before "exited"), on a subnet of the bench's own
   gantry (CLI)     `python -m engine start NAME` (a new Python process each time), the exit seen
                    by the same in-process watcher
   conmon + runc    the minimal protocol of conmon.md with no Gantry: spawn conmon, start byte,
@@ -21,7 +24,8 @@ Measured, per round (medians over the rounds, in ms):
 Every runtime gets the same config.json (Gantry's generated spec, rootfs repointed at a plain
 busybox dir for the peers) except podman, which writes its own; podman runs with a private
 --root/--runroot, runc, cgroupfs (no systemd here) and the ulimit flags of the house rules.
-Targets (issue 6): Gantry <= 1.5x conmon + runc, and <= 0.3x podman.
+Targets (issue 6): Gantry <= 1.5x conmon + runc, and <= 0.3x podman. Issue 16: the bridge
+start within 1.5x of Gantry's start without a network, and faster than podman's networked start.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ NO_NET = " (no net)"
 # podman as the issue measured it (its default bridge network, netavark), and with
 # --network none (no network at all, as Gantry's containers: only a new net namespace).
 NETWORKS: dict[str, list[str]] = {"": [], NO_NET: ["--network", "none"]}
+BENCH_NETWORK = {"name": "gbench", "subnet": "10.91.240.0/24", "bridge": "gbench0"}
+BRIDGE = "gantry (API, bridge)"
 
 
 def podman_base(tmp: Path) -> list[str]:
@@ -105,7 +111,7 @@ class Bench:
         self.rounds = rounds
         self.tmp = Path(tempfile.mkdtemp(prefix="gantry-bench-start-"))
         self.root = self.tmp / "root"
-        self.engine = Engine(EngineConfig(root=self.root, node="bench"))
+        self.engine = Engine(EngineConfig(root=self.root, node="bench", network=BENCH_NETWORK))
         self.events = DiedEvents()
         self.results: dict[str, dict[str, list[float]]] = {}
         self.podman = podman_base(self.tmp)
@@ -125,9 +131,12 @@ class Bench:
         containers = self.engine.get(Containers)
         self.api_ctr = containers.create(CreateOptions(command=["/bin/true"]), "localhost/busybox")
         self.cli_ctr = containers.create(CreateOptions(command=["/bin/true"]), "localhost/busybox")
+        self.net_ctr = containers.create(
+            CreateOptions(command=["/bin/true"], network="gbench"), "localhost/busybox"
+        )
         import engine.spec as spec
 
-        for record in (self.api_ctr, self.cli_ctr):
+        for record in (self.api_ctr, self.cli_ctr, self.net_ctr):
             spec.generate(self.engine, containers.load(record.id))
         # The peers' bundle: the same config.json on a plain busybox rootfs dir.
         from tests.engine.runtools import busybox_rootfs
@@ -157,13 +166,14 @@ class Bench:
             self.podman_ctr[net] = out.stdout.decode().strip()
 
     # -- peers ----------------------------------------------------------------------------------
-    def gantry_api(self) -> None:
+    def gantry_api(self, bridge: bool = False) -> None:
         lifecycle = self.engine.get(Lifecycle)
+        ctr, peer = (self.net_ctr, BRIDGE) if bridge else (self.api_ctr, "gantry (API)")
         t0 = time.perf_counter()
-        lifecycle.start(self.api_ctr.id)
-        self.record("gantry (API)", "running", time.perf_counter() - t0)
-        self.events.wait(self.api_ctr.id)
-        self.record("gantry (API)", "exited", time.perf_counter() - t0)
+        lifecycle.start(ctr.id)
+        self.record(peer, "running", time.perf_counter() - t0)
+        self.events.wait(ctr.id)
+        self.record(peer, "exited", time.perf_counter() - t0)
 
     def gantry_cli(self) -> None:
         env = dict(os.environ, GANTRY_CONFIG=str(self.tmp / "none.json"))
@@ -249,6 +259,7 @@ class Bench:
         self.setup()
         peers: list[Callable[[int], None]] = [
             lambda i: self.gantry_api(),
+            lambda i: self.gantry_api(bridge=True),
             lambda i: self.gantry_cli(),
             self.conmon_runc,
             self.runc_run,
@@ -292,6 +303,12 @@ class Bench:
                 rm = med(f"podman run --rm{net}", "exited")
                 if what == "exited" and g and rm:
                     print(f"{what:>8}: gantry / podman run --rm{net:<6} = {g / rm:.2f}")
+        for what in ("running", "exited"):
+            g, br, pod = med("gantry (API)", what), med(BRIDGE, what), med("podman start", what)
+            if g and br:
+                print(f"{what:>8}: gantry bridge / gantry none   = {br / g:.2f}  (target <= 1.5)")
+            if br and pod:
+                print(f"{what:>8}: gantry bridge / podman start  = {br / pod:.2f}  (target < 1)")
         rr = med("runc run", "exited")
         for net in NETWORKS:
             rm = med(f"podman run --rm{net}", "exited")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,23 @@ def redis_server() -> Iterator[str]:
 
 
 TEST_DEFAULT_NETWORK = {"name": "gantry", "subnet": "10.91.250.0/24", "bridge": "gt250"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_network_left() -> Iterator[None]:
+    """At the end of the run: no container network namespace, no test bridge (gt*, gs*) and
+    no aardvark-dns of a test's state root is left on the host (each test tears its own
+    down; a stack's sweep tears down the containers it left running)."""
+    from engine.network import netns
+
+    before = set(netns.ours())
+    yield
+    left = [n for n in netns.ours() if n not in before]
+    bridges = [b for b in os.listdir("/sys/class/net") if re.fullmatch(r"g[st]\d+", b)]
+    dns = subprocess.run(
+        ["pgrep", "-f", "aardvark-dns --config /tmp/"], capture_output=True, text=True
+    ).stdout.split()
+    assert not (left or bridges or dns), f"left: netns {left}, bridges {bridges}, aardvark {dns}"
 
 
 @pytest.fixture

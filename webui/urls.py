@@ -34,4 +34,5 @@ urlpatterns = [
     path("", include("webui.views.users")),
     path("", include("webui.views.classroom")),
     path("", include("webui.views.nodes")),
+    path("", include("webui.views.network")),
 ]

@@ -4,6 +4,7 @@
     network.list     {}                                                  -> [network]
     network.inspect  {name}                                              -> network + users
     network.remove   {name}                                              -> {name} (admins)
+    container.network {id}                                               -> the Network tab
 
 A network is ``podman network inspect``'s shape (name, id, driver, network_interface,
 subnets, ipv6_enabled, internal, dns_enabled, ipam_options, created) and ``default``; inspect
@@ -18,9 +19,11 @@ from engine.api.base import Context, op
 from engine.errors import InvalidInputError, PolicyError
 from engine.network import attach, ipam, ports
 from engine.network.networks import HOST, NONE, Network
+from engine.network.show import network_view
 from engine.network.store import Networks
 from engine.protocol import ADMIN, LEARNER, verbs
 from engine.protocol.verbs import Json
+from engine.runtime.lifecycle import Lifecycle
 from engine.storage.containers import Containers
 from engine.storage.records import ContainerRecord, PortMapping
 
@@ -133,3 +136,14 @@ def remove(ctx: Context, args: verbs.NetworkName) -> Json:
     network = networks.get(args.name)
     networks.remove(network.name, [u["name"] for u in _users(ctx, network)])
     return {"name": network.name}
+
+
+@op(verbs.CONTAINER_NETWORK)
+def container_network(ctx: Context, args: verbs.Id) -> Json:
+    containers = ctx.engine.get(Lifecycle).containers
+    record = containers.synced(containers.get(args.id))
+    choice = record.options.network
+    network = None if choice in (NONE, HOST) else ctx.engine.get(Networks).get(choice)
+    userdata = containers.paths(record.id).userdata
+    root = Path(ctx.engine.config.root)
+    return network_view(record, userdata, network, attach.config_dir(root))

@@ -35,7 +35,7 @@ VERB_DOMAINS = {
     **dict.fromkeys(["info", "config", "nodes"], "node"),
     **dict.fromkeys(["pull", "images", "rmi", "load", "login", "logout"], "images"),
     **dict.fromkeys(
-        ["create", "mount", "unmount", "umount", "diff", "cp", "ps", "inspect", "rm"],
+        ["create", "mount", "unmount", "umount", "diff", "cp", "ps", "inspect", "port", "rm"],
         "containers",
     ),
     **dict.fromkeys(["init", "spec"], "spec"),

@@ -1,11 +1,13 @@
 """CLI verbs of container storage, with podman's words, flags and output:
 
 create [--name N] [-v SRC:DST[:ro]] [-e K=V] [-w DIR] [-u USER] [--entrypoint E] [-t] [-i]
+       [--network bridge|none|host|NAME] [-p [IP:][HOSTPORT:]PORT[/udp]] [--dns IP]
        IMAGE [CMD...]                         prints the new container's id
 mount [NAME...]                               prints the merged path (no NAME: list mounts)
 unmount|umount [-f] [-a] NAME...
 diff [--format json] NAME                     A /path, C /path, D /path
 cp SRC DST                                    either side NAME:/path; DST - = tar to stdout
+port NAME                                     8080/tcp -> 127.0.0.1:18080, one per line
 ps [-a] [-q] [-l] [-n N] [--no-trunc] [-f KEY=VALUE] [--format json|TEMPLATE]
 inspect [--type all|container|image] [--format TEMPLATE] NAME...   podman inspect's JSON
 rm [-f] NAME...
@@ -370,6 +372,15 @@ def cmd_inspect(engine: Engine, args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_port(engine: Engine, args: argparse.Namespace) -> int:
+    """``podman port NAME``: each published port, 8080/tcp -> 127.0.0.1:18080."""
+    found = inspect_one(engine, args.name, "container")
+    for port, bound in (found.get("NetworkSettings", {}).get("Ports") or {}).items():
+        for b in bound:
+            print(f"{port} -> {b['HostIp']}:{b['HostPort']}")
+    return 0
+
+
 def cmd_rm(engine: Engine, args: argparse.Namespace) -> int:
     from engine.cli.call import call
     from engine.protocol import verbs
@@ -423,6 +434,8 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     p.add_argument("names", nargs="+", metavar="NAME")
 
+    p = verb("port", cmd_port, "list a container's published ports")
+    p.add_argument("name", metavar="NAME")
     p = verb("rm", cmd_rm, "remove containers")
     p.add_argument("-f", "--force", action="store_true", help="stop running containers first")
     p.add_argument("names", nargs="+", metavar="NAME")

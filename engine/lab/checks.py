@@ -26,6 +26,7 @@ from engine.core import Engine
 from engine.errors import EngineError, NotFoundError
 from engine.hostfs import atomic
 from engine.images.store import ImageRecord, Store
+from engine.network import netns
 from engine.protocol import CONTAINER_ID_RE, LAB_CHECKS
 from engine.runtime import history
 from engine.storage import mounts
@@ -206,7 +207,7 @@ class _Facts:
 
 
 def steps(engine: Engine, unsafe_ref: str) -> dict[str, Any]:
-    """The seven steps of the lab for one container, with done/next and the commands."""
+    """The eight steps of the lab for one container, with done/next and the commands."""
     from engine.runtime.lifecycle import Lifecycle
     from engine.runtime.runc import Runc
     from engine.terminal.consoles import Consoles
@@ -230,7 +231,7 @@ def steps(engine: Engine, unsafe_ref: str) -> dict[str, Any]:
         "id": record.id,
         "name": record.name,
         "state": record.state,
-        "steps": _storage_steps(facts) + _runtime_steps(facts),
+        "steps": _storage_steps(facts) + [_network_step(facts)] + _runtime_steps(facts),
     }
 
 
@@ -267,6 +268,30 @@ def _storage_steps(f: _Facts) -> list[dict[str, Any]]:
             [f"cat {p.config}", "runc spec    # the runtime-spec template it starts from"],
         ),
     ]  # fmt: skip
+
+
+def _network_step(f: _Facts) -> dict[str, Any]:
+    """The network: made by the engine at each start, before runc create joins it."""
+    r, name = f.record, f.record.name
+    mode = r.options.network
+    flags = "".join(f" -p {p.host_ip}:{p.host_port}:{p.container_port}" for p in r.options.ports)
+    if mode in ("none", "host"):
+        what = "a new one, loopback only" if mode == "none" else "none (the host's)"
+        low = [f"config.json linux.namespaces: network: {what}"]
+    else:
+        ns = netns.name_of(r.id)
+        low = [
+            f"ip netns add {ns}",
+            f"netavark --config <root>/networks/netavark setup /run/netns/{ns} < network.json",
+            f"ip -n {ns} addr    # eth0 on the bridge, its address; aardvark-dns answers names",
+            "iptables -t nat -S | grep NETAVARK    # the published ports' DNAT rules",
+        ]
+    return _step(
+        "network", "Network", r.started_at is not None,
+        [f"podman create --network {mode}{flags} ...", f"podman port {name}",
+         f"podman inspect --format '{{{{.NetworkSettings.IPAddress}}}}' {name}"],
+        low,
+    )  # fmt: skip
 
 
 def _runtime_steps(f: _Facts) -> list[dict[str, Any]]:

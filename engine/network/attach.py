@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from engine.storage.records import PortMapping
 
 log = logging.getLogger("gantry.engine.network")
 STATE = "network.json"
+SEARCH = "dns.podman"  # aardvark-dns's domain, as netavark reports it
 
 
 @dataclass(frozen=True)
@@ -58,15 +61,43 @@ def config_dir(root: Path) -> Path:
     return root / "networks" / "netavark"
 
 
-def connect(networks: Networks, plan: Plan, userdata: Path) -> dict[str, Any]:
-    """Set the container's network up; returns what inspect shows of it (``summary``)."""
+class Connecting:
+    """A network being set up: netavark runs in a thread while runc creates the container
+    (which joins the namespace, already made); ``wait()`` before ``runc start``."""
+
+    def __init__(self, summary: dict[str, Any], work: Callable[[], dict[str, Any]] | None) -> None:
+        self.summary = summary
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if work is not None:
+            self._thread = threading.Thread(target=self._run, args=(work,), name="netavark")
+            self._thread.start()
+
+    def _run(self, work: Callable[[], dict[str, Any]]) -> None:
+        try:
+            self.summary = work()
+        except BaseException as err:  # handed to wait()'s caller
+            self._error = err
+
+    def wait(self) -> dict[str, Any]:
+        """What inspect shows of the network; raises what the setup raised (the caller's
+        clean-up, disconnect(), undoes what was made)."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.summary
+
+
+def connect(networks: Networks, plan: Plan, userdata: Path) -> Connecting:
+    """Start setting the container's network up: its address, its namespace, its resolv.conf
+    and hosts now (runc create binds them); netavark in the background."""
     root = Path(networks.engine.config.root)
     if plan.network == NONE:
-        _write_resolv(userdata, [], [])
-        return {}
+        return Connecting({}, None)
     if plan.network == HOST:
         _write_resolv(userdata, list(plan.dns) or [str(s) for s in dns_servers()], [])
-        return {"mode": HOST}
+        return Connecting({"mode": HOST}, None)
     network = networks.get(plan.network)
     check_host_overlap(network)
     address = ipam.allocate(root, network, plan.container_id)
@@ -76,22 +107,21 @@ def connect(networks: Networks, plan: Plan, userdata: Path) -> dict[str, Any]:
         plan.container_id, plan.name, [(network, address)], list(plan.ports), aliases
     )
     state = {"netns": str(path), "options": opts, "network": network.name}
-    atomic.write_json(userdata / STATE, state)
-    try:
-        netns.create(plan.container_id)
-        status = netavark.setup(config_dir(root), path, opts)
-    except BaseException:
-        disconnect(networks, plan.container_id, userdata)
-        raise
-    summary = _summary(network.name, status, plan.ports, str(path))
-    servers = list(plan.dns) or (status.get(network.name, {}).get("dns_server_ips") or [])
-    if not servers:
-        servers = [str(s) for s in dns_servers()]
-    searches = status.get(network.name, {}).get("dns_search_domains") or []
-    _write_resolv(userdata, servers, searches)
+    atomic.write_json(userdata / STATE, state)  # from here on, disconnect() undoes it all
+    netns.create(plan.container_id)
+    if network.dns_enabled:  # aardvark-dns answers on the gateway, as netavark will say
+        _write_resolv(userdata, list(plan.dns) or [network.gateway], [SEARCH])
+    else:
+        _write_resolv(userdata, list(plan.dns) or [str(s) for s in dns_servers()], [])
     _write_hosts(userdata, address, plan.hostname, plan.name)
-    atomic.write_json(userdata / STATE, {**state, "summary": summary})
-    return summary
+
+    def work() -> dict[str, Any]:
+        status = netavark.setup(config_dir(root), path, opts)
+        summary = _summary(network.name, status, plan.ports, str(path))
+        atomic.write_json(userdata / STATE, {**state, "summary": summary})
+        return summary
+
+    return Connecting({}, work)
 
 
 def disconnect(networks: Networks, container_id: str, userdata: Path) -> bool:

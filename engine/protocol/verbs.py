@@ -566,6 +566,8 @@ NETWORK_CREATE: Verb[CreateNetwork, Json] = Verb("network.create", CreateNetwork
 NETWORK_LIST: Verb[NoArgs, list[Json]] = Verb("network.list", NoArgs, "network")
 NETWORK_INSPECT: Verb[NetworkName, Json] = Verb("network.inspect", NetworkName, "network")
 NETWORK_REMOVE: Verb[NetworkName, Json] = Verb("network.remove", NetworkName, "network")
+# A container's network as the Network tab shows it (engine.network.show)
+CONTAINER_NETWORK: Verb[Id, Json] = Verb("container.network", Id, "network")
 NODE_INFO: Verb[NoArgs, Json] = Verb("node.info", NoArgs, "node")
 NODE_PING: Verb[NoArgs, str] = Verb("node.ping", NoArgs, "node")
 

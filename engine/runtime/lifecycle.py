@@ -297,7 +297,6 @@ class Lifecycle:
             self._release_runtime(record)
         with contextlib.suppress(FileNotFoundError):
             self.exit_file(record.id).unlink()
-        network = self._connect(record, str(checked.get("hostname") or record.short_id))
         spec = MonitorSpec(
             container_id=record.id,
             name=record.name,
@@ -310,11 +309,15 @@ class Lifecycle:
         )
         allowlist = bind_roots(self.engine.config, record.options)
         staging = Path(self.engine.config.root) / "binds" / record.id
-        with (
-            binds.pinned(checked, allowlist, staging) as runtime_spec,
-            binds.in_place(paths.config, keep, runtime_spec),
-        ):
-            created = self.conmon.create(spec)
+        connecting = self._connect(record, str(checked.get("hostname") or record.short_id))
+        try:
+            with (
+                binds.pinned(checked, allowlist, staging) as runtime_spec,
+                binds.in_place(paths.config, keep, runtime_spec),
+            ):
+                created = self.conmon.create(spec)
+        finally:
+            network = connecting.wait()  # netavark ran meanwhile; the process waits for it
         self.runc.start(record.id)
         record = self.containers.load(record.id)
         record.state = RUNNING
@@ -328,9 +331,9 @@ class Lifecycle:
         record.extra["network"] = network
         self.containers.save(record)
 
-    def _connect(self, record: ContainerRecord, hostname: str) -> dict[str, Any]:
-        """The container's network, before runc create joins its namespace (undone by
-        _release_runtime when the start fails after this)."""
+    def _connect(self, record: ContainerRecord, hostname: str) -> attach.Connecting:
+        """The container's network: its namespace now (runc create joins it), netavark's
+        setup alongside runc create; undone by _release_runtime if the start fails."""
         plan = attach.Plan(
             container_id=record.id,
             name=record.name,

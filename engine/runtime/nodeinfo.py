@@ -15,6 +15,7 @@ import engine
 from engine.config import EngineConfig
 from engine.errors import RuntimeFailedError
 from engine.hostfs import proc
+from engine.network.netavark import NETAVARK
 
 
 def _version(argv: list[str], pattern: str) -> str:
@@ -43,6 +44,7 @@ def _static(runtime: str, conmon: str) -> dict[str, Any]:
         "engine": engine.__version__,
         "runc": _version([runtime, "--version"], r"runc version (\S+)"),
         "conmon": _version([conmon, "--version"], r"conmon version (\S+)"),
+        "netavark": _version([NETAVARK, "--version"], r"netavark (\S+)"),
         "kernel": uname.release,
         "arch": platform.machine(),
         "os": _os_release(),

@@ -7,11 +7,14 @@ The worker runs as a real separate process (`manage.py engine`) against the test
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,12 +24,13 @@ import redis
 
 from engine.core import Engine
 from engine.errors import EngineError
+from engine.network import netns
 from engine.protocol import nodes
 from engine.runtime.lifecycle import Lifecycle
 from engine.runtime.liveness import pid_is_conmon
 from engine.runtime.runc import Runc
 from engine.storage.containers import Containers
-from tests.conftest import REPO
+from tests.conftest import REPO, TEST_DEFAULT_NETWORK
 from tests.engine.runtools import RUNTIME_REASON, Census, can_run_containers, create, no_leaks
 from tests.imagetools import busybox_image
 from tests.skips import requires
@@ -187,3 +191,60 @@ async def _log_grew(node: str, name: str, size: int) -> str:
 async def _exited(node: str, name: str) -> dict[str, Any] | None:
     state: dict[str, Any] = await call(node, "container.state", {"id": name})
     return state if state["state"] == "exited" else None
+
+
+async def test_networked_containers_keep_their_network_through_a_worker_sigkill(
+    worker_setup: tuple[Engine, WorkerProcess],
+) -> None:
+    """netavark's work lives in the container's namespace and the host's bridge and rules,
+    not in the worker: a SIGKILLed worker leaves the published port serving, and the next
+    worker tears the network down when the container ends."""
+    engine, worker = worker_setup
+    node = worker.node
+    (worker.home / "no-engine.json").write_text(json.dumps({"network": TEST_DEFAULT_NETWORK}))
+    before = Census.take(engine)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    worker.start()
+    await until(lambda: call(node, "node.info", timeout=1))
+    httpd = "mkdir -p /www && echo still-here > /www/index.html && exec httpd -f -p 8080 -h /www"
+    await call(node, "container.create", {
+        "image": "busybox", "name": "web", "command": ["sh", "-c", httpd], "network": "bridge",
+        "publish": [f"127.0.0.1:{port}:8080"],
+    })  # fmt: skip
+    await call(node, "container.start", {"id": "web"}, timeout=30)
+    await until(lambda: _served(url))
+    record = engine.get(Containers).get("web")
+    worker.kill()
+
+    assert await _served(url) == "still-here\n"  # no worker: the network is the kernel's
+    assert netns.path_of(record.id).exists()
+    worker.start()
+    await until(lambda: call(node, "node.info", timeout=1))
+    assert (await call(node, "container.state", {"id": "web"}))["state"] == "running"
+    assert await _served(url) == "still-here\n"
+    await call(node, "container.kill", {"id": "web"})
+    await until(lambda: _exited(node, "web"))
+    assert not netns.path_of(record.id).exists()  # the new worker tore it down
+    assert await _served(url) is None
+    worker.stop()
+    engine.get(Containers).remove(record.id)
+    no_leaks(engine, before, ignore=("fds",))
+    assert not list((Path(engine.config.root) / "networks" / "ipam").rglob("10.*"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _served(url: str) -> str | None:
+    def get() -> str | None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (127.0.0.1)
+                return str(response.read().decode())
+        except OSError:
+            return None
+
+    return await asyncio.to_thread(get)

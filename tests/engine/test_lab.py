@@ -88,7 +88,11 @@ def test_steps_name_the_real_paths_and_ids(live: Engine, tmp_path: Path) -> None
     record = create(live, [], image=IMAGE, name="steps")
     described = lab.steps(live, "steps")
     by_key = {s["key"]: s for s in described["steps"]}
-    assert list(by_key) == ["pull", "create", "mount", "spec", "start", "terminal", "remove"]
+    assert list(by_key) == [
+        "pull", "create", "mount", "spec", "network", "start", "terminal", "remove"
+    ]  # fmt: skip
+    assert "podman create --network none" in by_key["network"]["podman"][0]
+    assert not by_key["network"]["done"]
     assert by_key["pull"]["done"] and not by_key["spec"]["done"]
     paths = live.get(Containers).paths(record.id)
     mount_cmd = by_key["mount"]["low"][0]

@@ -12,6 +12,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -340,17 +341,24 @@ def test_an_unknown_network_is_refused(net: Engine) -> None:
 
 def test_create_start_kill_rm_cycles_leave_nothing_behind(net: Engine) -> None:
     """Namespaces, veths, bridge ports, iptables rules, aardvark entries, address leases and
-    port reservations: none left after 100 cycles (each with a published port)."""
+    port reservations: none left after 100 cycles (each with a published port), two
+    running at once."""
     keep = create(net, "sleep", "600", name="keep")  # the bridge and aardvark stay up meanwhile
     start(net, keep)
     census, rules, nics = Census.take(net), firewall(), links()
     lifecycle = net.get(Lifecycle)
+
+    def cycles(first: int) -> None:
+        for i in range(first, first + 50):
+            cid = create(net, "sleep", "600", publish=[f"127.0.0.1::{8000 + i}"])
+            lifecycle.start(cid)
+            lifecycle.kill(cid, "KILL")
+            lifecycle.containers.remove(cid, force=True)
+
     started = time.monotonic()
-    for i in range(100):
-        cid = create(net, "sleep", "600", publish=[f"127.0.0.1::{8000 + i}"])
-        lifecycle.start(cid)
-        lifecycle.kill(cid, "KILL")
-        lifecycle.containers.remove(cid, force=True)
+    with ThreadPoolExecutor(2) as pool:  # two at a time: the leases and locks are shared
+        for done in [pool.submit(cycles, 0), pool.submit(cycles, 50)]:
+            done.result()
     took = time.monotonic() - started
     no_leaks(net, census)
     assert firewall() == rules and links() == nics

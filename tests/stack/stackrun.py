@@ -70,7 +70,8 @@ class Stack:
         run at once on this machine, each with its own state root, never share addresses.
         engine.json is written as `config init` would, unless the test wrote its own."""
         path = self.tmp / "engine.json"
-        config = json.loads(path.read_text()) if path.exists() else first_file(5000)
+        port = int(self.env.get("GANTRY_REGISTRY_PORT") or 5000)  # as ./gantry passes it
+        config = json.loads(path.read_text()) if path.exists() else first_file(port)
         n = self.port % 200 + 20
         config.setdefault("network", {"subnet": f"10.91.{n}.0/24", "bridge": f"gs{n}"})
         path.write_text(json.dumps(config))
@@ -208,9 +209,27 @@ def sweep_root(root: Path) -> None:
     for pid in conmon_pids(str(root)):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+    sweep_networks(root)
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     for target in sorted((m for m in mounts if m.startswith(str(root) + "/")), reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True, check=False, timeout=30)
+
+
+def sweep_networks(root: Path) -> None:
+    """The networks of containers a stopped stack left running: netavark's teardown with
+    each one's own setup document, and its namespace (as the engine does at their end)."""
+    from engine.config import EngineConfig
+    from engine.core import Engine
+    from engine.network import attach
+    from engine.network.store import Networks
+
+    containers = root / "containers"
+    if not containers.is_dir():
+        return
+    networks = Engine(EngineConfig(root=root)).get(Networks)
+    for directory in containers.iterdir():
+        with contextlib.suppress(Exception):
+            attach.disconnect(networks, directory.name, directory / "userdata")
 
 
 def wait_until(predicate: object, timeout: float, interval: float = 0.1) -> float:

@@ -90,6 +90,7 @@ async def play(ask: Ask, name: str, volume: Path) -> list[tuple[str, Any]]:
     one = verbs.Id(id=ref)
     await step(verbs.CONTAINER_LIST, verbs.ListContainers(ids=[ref]))
     await step(verbs.CONTAINER_INSPECT, one)
+    await step(verbs.CONTAINER_NETWORK, one)
     await _files(step, ref)
     await _spec(step, ref)
     await step(verbs.LAB_CHECK, verbs.LabCheck(image=IMAGE, container=ref))

@@ -140,6 +140,8 @@ class CreateForm(forms.Form):
     interactive = forms.BooleanField(required=False)
     volumes = forms.CharField(max_length=65536, required=False, widget=forms.Textarea)
     node = forms.CharField(max_length=63, required=False)  # "any" or "": placement chooses
+    network = forms.CharField(max_length=64, required=False)  # "": the engine's default
+    publish = forms.CharField(max_length=4096, required=False, widget=forms.Textarea)
 
     def _split(self, field: str) -> list[str]:
         try:
@@ -161,6 +163,8 @@ class CreateForm(forms.Form):
             tty=data["tty"],
             interactive=data["interactive"],
             volumes=[line.strip() for line in data["volumes"].splitlines() if line.strip()],
+            network=data["network"].strip(),
+            publish=data["publish"].replace(",", " ").split(),
         )
 
 
@@ -179,6 +183,10 @@ def podman_create_line(args: verbs.Create) -> str:
         parts += ["-u", args.user]
     if args.entrypoint is not None:
         parts += ["--entrypoint", " ".join(args.entrypoint)]
+    if args.network:
+        parts += ["--network", args.network]
+    for p in args.publish:
+        parts += ["-p", p]
     if args.tty:
         parts.append("-t")
     if args.interactive:
@@ -186,6 +194,17 @@ def podman_create_line(args: verbs.Create) -> str:
     parts.append(args.image)
     parts += args.command
     return shlex.join(parts)
+
+
+async def _network_names(user: Any) -> list[str]:
+    """The networks for the form's Network field (the default one first)."""
+    try:
+        listed = await engine_client.request(
+            verbs.NETWORK_LIST, verbs.NoArgs(), user=user, timeout=3
+        )
+    except EngineError:
+        return []
+    return [str(n["name"]) for n in listed]
 
 
 async def _images(user: Any) -> list[str]:
@@ -237,6 +256,7 @@ async def container_new(request: HtmxHttpRequest) -> HttpResponse:
     records = await placement.anodes()
     ctx: dict[str, Any] = {
         "nav": "containers", "form": form, "images": await _images(user), "nodes": records,
+        "networks": await _network_names(user),
     }  # fmt: skip
     if request.method == "POST" and form.is_valid():
         started = time.monotonic()
@@ -298,6 +318,12 @@ async def container_detail(request: HttpRequest, container_id: str) -> HttpRespo
         user=config.get("User", ""),
         tty=config.get("Tty", False),
         interactive=config.get("OpenStdin", False),
+        network=(info.get("HostConfig") or {}).get("NetworkMode", ""),
+        publish=[
+            f"{b['HostIp']}:{b['HostPort']}:{port}"
+            for port, bound in ((info.get("NetworkSettings") or {}).get("Ports") or {}).items()
+            for b in bound
+        ],
     )
     return render(
         request,
