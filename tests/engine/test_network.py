@@ -374,3 +374,31 @@ def test_create_start_kill_rm_cycles_leave_nothing_behind(net: Engine) -> None:
 def _address(engine: Engine, name: str) -> str:
     shown = invoke(Context(engine), verbs.CONTAINER_INSPECT, verbs.Id(id=name))
     return str(shown["NetworkSettings"]["IPAddress"])
+
+
+def test_a_failed_setup_is_undone_and_the_start_says_why(
+    net: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """netavark refusing (here a stand-in that prints netavark's error document) fails the
+    start with its words; no namespace, lease or state file stays, and a teardown of what was
+    never set up is not attempted twice."""
+    from engine.network import attach, netavark
+
+    fake = tmp_path / "netavark"
+    fake.write_text('#!/bin/sh\necho \'{"error": "IO error: bridge gt0 is on fire"}\'\nexit 1\n')
+    fake.chmod(0o755)
+    cid = create(net, "sleep", "600", publish=[f"127.0.0.1:{free_port()}:80"])
+    monkeypatch.setattr(netavark, "NETAVARK", str(fake))
+    census = Census.take(net)
+    with pytest.raises(EngineError, match="netavark setup: IO error: bridge gt0 is on fire"):
+        start(net, cid)
+    record = net.get(Containers).get(cid)
+    assert record.state == "configured" and "on fire" in record.error
+    userdata = net.get(Containers).paths(cid).userdata
+    assert attach.state_of(userdata) is None and not netns.path_of(cid).exists()
+    assert [lease for lease in leases(net) if lease.startswith("ipam/")] == []
+    assert not attach.disconnect(net.get(Networks), cid, userdata)  # nothing to tear down
+    no_leaks(net, census)
+    monkeypatch.undo()
+    start(net, cid)  # the real one works afterwards
+    assert netns.path_of(cid).exists()

@@ -107,10 +107,15 @@ class Pane:
             self.pump(0.5)
 
     def wait_text(self, pattern: str | bytes, timeout: float = 15, since: int = 0) -> None:
+        """Read until ``pattern`` arrives after byte ``since``. Each look searches only what
+        came since the last one (a copy of the whole output per frame made the client, not
+        the server, the bottleneck of a million lines: slow enough to be detached)."""
         needle = pattern.encode() if isinstance(pattern, str) else pattern
         deadline = time.monotonic() + timeout
-        while needle not in self.out[since:]:
+        start = since
+        while self.out.find(needle, start) < 0:
             assert time.monotonic() < deadline, f"{needle!r} not seen: {bytes(self.out[-300:])!r}"
+            start = max(since, len(self.out) - len(needle) + 1)
             self.pump(0.5)
 
     def type(self, text: str) -> None:
