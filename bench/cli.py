@@ -57,8 +57,9 @@ class Bench:
         engine = Engine(EngineConfig(root=self.root, node="bench"))
         engine.ensure_root()
         busybox_image(engine)
-        run(["./gantry", "create", "--name", "benchcli", "localhost/busybox", "sleep", "600"],
-            cwd=REPO, env=self.env)  # fmt: skip
+        # --network none on both sides: the CLI's own cost (bench.start has the networks)
+        run(["./gantry", "create", "--network", "none", "--name", "benchcli",
+             "localhost/busybox", "sleep", "600"], cwd=REPO, env=self.env)  # fmt: skip
         rootfs = busybox_rootfs(self.tmp / "rootfs")
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         run([*self.podman, "import", "-", "localhost/bench-busybox"], stdin=tar.stdout)
