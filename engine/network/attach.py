@@ -21,7 +21,13 @@ from typing import Any
 from engine.errors import EngineError, InvalidInputError, PolicyError
 from engine.hostfs import atomic
 from engine.network import ipam, netavark, netns
-from engine.network.networks import HOST, NONE, check_host_overlap, dns_servers
+from engine.network.networks import (
+    HOST,
+    NONE,
+    check_bridge_usable,
+    check_host_overlap,
+    dns_servers,
+)
 from engine.network.store import Networks
 from engine.storage.records import PortMapping
 
@@ -100,6 +106,7 @@ def connect(networks: Networks, plan: Plan, userdata: Path) -> Connecting:
         return Connecting({"mode": HOST}, None)
     network = networks.get(plan.network)
     check_host_overlap(network)
+    check_bridge_usable(network)
     address = ipam.allocate(root, network, plan.container_id)
     path = netns.path_of(plan.container_id)
     aliases = sorted({plan.name, plan.container_id[:12]})
@@ -200,3 +207,28 @@ def summary_of(userdata: Path) -> dict[str, Any]:
     state = state_of(userdata) or {}
     summary = state.get("summary")
     return summary if isinstance(summary, dict) else {}
+
+
+def boot_time(stat: Path = Path("/proc/stat")) -> float:
+    """When this host booted (unix seconds)."""
+    for line in stat.read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def forget_before_boot(root: Path) -> int:
+    """aardvark-dns's files written before this boot (its pid file, each network's names):
+    a reboot took the namespaces, the bridge and the process, and a stale pid file could
+    make netavark signal whatever process has that pid now. How many went."""
+    directory = config_dir(root) / "aardvark-dns"
+    booted = boot_time()
+    count = 0
+    for path in directory.iterdir() if directory.is_dir() else []:
+        try:
+            if path.is_file() and path.stat().st_mtime < booted:
+                path.unlink()
+                count += 1
+        except OSError:
+            continue
+    return count

@@ -23,6 +23,7 @@ RESERVED = (NONE, HOST, BRIDGE, "default", "private", "container", "ns", "slirp4
 DEFAULT = {"name": "gantry", "subnet": "10.90.0.0/24", "gateway": "", "bridge": "gantry0"}
 PREFIX_RANGE = (8, 29)  # a /30 leaves one address for a container: no use
 ROUTES = Path("/proc/net/route")
+SYS_NET = Path("/sys/class/net")
 RESOLV_CONF = Path("/etc/resolv.conf")
 
 
@@ -195,3 +196,23 @@ def check_host_overlap(network: Network) -> None:
         raise InvalidInputError(
             f"network {network.name}: subnet {network.subnet} overlaps {conflict}"
         )
+
+
+def interface_conflict(bridge: str, *, new: bool) -> str:
+    """Why ``bridge`` cannot be a network's bridge ("" if it can): netavark would enslave
+    veths to whatever interface has that name. A new network's bridge must not exist at all;
+    a known network's may exist only as a bridge (its own, left up by other containers)."""
+    device = SYS_NET / bridge
+    if not device.exists():
+        return ""
+    if new:
+        return f"an interface named {bridge} already exists on this host"
+    if not (device / "bridge").is_dir():
+        return f"{bridge} is an interface of this host, not a bridge"
+    return ""
+
+
+def check_bridge_usable(network: Network, *, new: bool = False) -> None:
+    conflict = interface_conflict(network.bridge, new=new)
+    if conflict:
+        raise InvalidInputError(f"network {network.name}: {conflict}")

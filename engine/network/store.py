@@ -15,11 +15,13 @@ from engine.network.networks import (
     BRIDGE,
     Network,
     check_bridge,
+    check_bridge_usable,
     check_host_overlap,
     check_name,
     check_subnet,
     default_network,
     host_conflict,
+    interface_conflict,
     network_id,
 )
 from engine.storage.podjson import rfc3339
@@ -109,6 +111,7 @@ class Networks:
                 name, network_id(name), bridge, subnet, gateway, internal, dns, _now()
             )
             check_host_overlap(network)
+            check_bridge_usable(network, new=True)
             atomic.write_json(self._path(name), network.to_json() | {"default": False})
         return network
 
@@ -135,8 +138,13 @@ def _now() -> str:
 
 
 def _free_bridge(others: list[Network]) -> str:
+    """gantryN: the first name no network uses and no interface of the host has."""
     taken = {n.bridge for n in others}
-    return next(f"gantry{i}" for i in range(1, 10_000) if f"gantry{i}" not in taken)
+    return next(
+        name
+        for name in (f"gantry{i}" for i in range(1, 10_000))
+        if name not in taken and not interface_conflict(name, new=True)
+    )
 
 
 def _check_free(subnet: str, others: list[Network]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError, RuntimeFailedError
-from engine.network import ipam, ports
+from engine.network import attach, ipam, ports
 from engine.protocol import CONTAINER_ID_RE
 from engine.runtime.liveness import pid_is_conmon, read_pid_file
 from engine.storage import binds
@@ -108,6 +108,7 @@ def sweep_network(lc: Lifecycle, known: set[str]) -> None:
     remove cut off by a crash). Namespaces are the containers' own: each one's teardown
     (above, for the stopped ones) removes it; /run/netns is shared with other engines."""
     root = Path(lc.engine.config.root)
+    attach.forget_before_boot(root)
     ipam.sweep(root, known)
     ports.sweep(root, known)
 

@@ -402,3 +402,30 @@ def test_a_failed_setup_is_undone_and_the_start_says_why(
     monkeypatch.undo()
     start(net, cid)  # the real one works afterwards
     assert netns.path_of(cid).exists()
+
+
+def test_a_bridge_name_that_is_a_host_interface_is_refused(net: Engine) -> None:
+    """netavark would enslave veths to it: eth0 or lo as a network's bridge is refused, for
+    a new network and for the default one from engine.json."""
+    with pytest.raises(InvalidInputError, match="an interface named lo already exists"):
+        invoke(Context(net), verbs.NETWORK_CREATE, verbs.CreateNetwork(name="x", bridge="lo"))
+    broken = Engine(EngineConfig(root=net.config.root, network={**TEST_NETWORK, "bridge": "lo"}))
+    cid = create(broken, "true")
+    with pytest.raises(InvalidInputError, match="lo is an interface of this host, not a bridge"):
+        broken.get(Lifecycle).start(cid)
+    assert not netns.path_of(cid).exists()
+    broken.get(Lifecycle).containers.remove(cid)
+
+
+def test_dns_files_from_before_a_reboot_are_forgotten_at_engine_start(net: Engine) -> None:
+    from engine.network import attach
+
+    directory = attach.config_dir(Path(net.config.root)) / "aardvark-dns"
+    directory.mkdir(parents=True, exist_ok=True)
+    stale, fresh = directory / "aardvark.pid", directory / "gtest"
+    stale.write_text("4242")
+    fresh.write_text("10.91.0.1\n")
+    booted = attach.boot_time()
+    os.utime(stale, (booted - 60, booted - 60))
+    net.get(Lifecycle).reconcile()
+    assert not stale.exists() and fresh.exists()
