@@ -429,3 +429,34 @@ def test_dns_files_from_before_a_reboot_are_forgotten_at_engine_start(net: Engin
     os.utime(stale, (booted - 60, booted - 60))
     net.get(Lifecycle).reconcile()
     assert not stale.exists() and fresh.exists()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    ["other", "host", "pathless"],
+)
+def test_a_spec_cannot_take_another_network_namespace_or_the_hosts(net: Engine, edit: str) -> None:
+    """config.json's network namespace is the engine's: joining another container's (or
+    PID 1's), dropping the entry (the host's network) or dropping its path is refused on
+    save, with the rule and the field named."""
+    other = create(net, "sleep", "600", network="bridge")
+    mine = create(net, "sleep", "600", network="bridge")
+    ctx = Context(net)
+    invoke(ctx, verbs.SPEC_GENERATE, verbs.Id(id=mine))
+    spec = invoke(ctx, verbs.SPEC_GET, verbs.Id(id=mine))
+    doc = json.loads(spec["text"])
+    entries = doc["linux"]["namespaces"]
+    [i] = [n for n, e in enumerate(entries) if e["type"] == "network"]
+    assert entries[i] == {"type": "network", "path": str(netns.path_of(mine))}
+    if edit == "other":
+        entries[i]["path"] = str(netns.path_of(other))
+        message = "joining an existing namespace is not allowed (the network's is"
+    elif edit == "host":
+        del entries[i]
+        message = "the network namespace is required"
+    else:
+        del entries[i]["path"]
+        message = "the network namespace is the engine's"
+    with pytest.raises(EngineError) as err:
+        invoke(ctx, verbs.SPEC_PUT, verbs.SpecText(id=mine, text=json.dumps(doc)))
+    assert message in str(err.value.details) or message in err.value.message
