@@ -136,8 +136,9 @@ def disconnect(networks: Networks, container_id: str, userdata: Path) -> bool:
     netavark's complaints are warnings: the namespace and addresses go whatever it says."""
     root = Path(networks.engine.config.root)
     state = state_of(userdata)
-    if state is None:
-        netns.remove(container_id)  # made by a start cut off before its state was written
+    if state is None:  # a start cut off before its state was written: its lease, if any
+        netns.remove(container_id)
+        ipam.release_everywhere(root, container_id)
         return False
     opts = state.get("options")
     path = netns.path_of(container_id)

@@ -65,6 +65,14 @@ def release(root: Path, network: str, container_id: str) -> None:
                 _unlink(_dir(root, network) / address)
 
 
+def release_everywhere(root: Path, container_id: str) -> None:
+    """Give back the container's addresses on every network (a start cut off between its
+    lease and its state file left one that no state names)."""
+    base = root / "networks" / "ipam"
+    for network in os.listdir(base) if base.is_dir() else []:
+        release(root, network, container_id)
+
+
 def sweep(root: Path, live: Container[str]) -> int:
     """Give back every lease whose container is not in ``live`` (engine start-up); how many."""
     base = root / "networks" / "ipam"

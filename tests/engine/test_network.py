@@ -460,3 +460,23 @@ def test_a_spec_cannot_take_another_network_namespace_or_the_hosts(net: Engine, 
     with pytest.raises(EngineError) as err:
         invoke(ctx, verbs.SPEC_PUT, verbs.SpecText(id=mine, text=json.dumps(doc)))
     assert message in str(err.value.details) or message in err.value.message
+
+
+def test_a_lease_without_a_state_file_is_given_back_at_teardown(net: Engine) -> None:
+    """A start cut off between taking its address and writing its state (engine killed):
+    the container's next teardown (its rm here) gives the address back."""
+    from engine.network import attach, ipam
+
+    cid = create(net, "true")
+    root = Path(net.config.root)
+    address = ipam.allocate(root, net.get(Networks).default, cid)
+    assert ipam.leases(root, "gtest") == {address: cid}
+    net.get(Lifecycle).containers.remove(cid)
+    assert ipam.leases(root, "gtest") == {}
+    assert not attach.disconnect(net.get(Networks), cid, tmp_userdata(net))
+
+
+def tmp_userdata(engine: Engine) -> Path:
+    path = Path(engine.config.root) / "nowhere"
+    path.mkdir(exist_ok=True)
+    return path
