@@ -5,9 +5,12 @@ that prints its progress, logs -f, cp, interactive exec) uses the engine's servi
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from typing import TypeVar
 
 from engine.core import Engine
+from engine.errors import EngineError
 from engine.protocol.check import Verb
 
 A = TypeVar("A")
@@ -19,3 +22,17 @@ def call(engine: Engine, verb: Verb[A, R], args: A) -> R:
     from engine.api.base import Context, invoke
 
     return invoke(Context(engine), verb, args)
+
+
+def each_name(names: list[str], act: Callable[[str], object], not_found: int = 125) -> int:
+    """``act`` on every name, as podman's verbs that take several: a failure is one line on
+    stderr and the others go on; the status is 125 (``not_found`` for a missing one) if any
+    failed."""
+    status = 0
+    for name in names:
+        try:
+            act(name)
+        except EngineError as err:
+            print(f"Error: {err.message}", file=sys.stderr)
+            status = not_found if err.code == "not_found" else 125
+    return status

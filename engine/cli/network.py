@@ -10,10 +10,9 @@ network rm NAME...
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from engine.cli.call import call
+from engine.cli.call import call, each_name
 from engine.cli.output import (
     add_format,
     is_json,
@@ -23,7 +22,6 @@ from engine.cli.output import (
     print_template,
 )
 from engine.core import Engine
-from engine.errors import EngineError
 from engine.protocol import verbs
 
 
@@ -105,13 +103,11 @@ def cmd_ls(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(engine: Engine, args: argparse.Namespace) -> int:
-    found, status = [], 0
-    for name in args.names:
-        try:
-            found.append(call(engine, verbs.NETWORK_INSPECT, verbs.NetworkName(name=name)))
-        except EngineError as err:
-            print(f"Error: {err.message}", file=sys.stderr)
-            status = 125
+    found: list[dict[str, Any]] = []
+    status = each_name(
+        args.names,
+        lambda n: found.append(call(engine, verbs.NETWORK_INSPECT, verbs.NetworkName(name=n))),
+    )
     if is_template(args.format):
         print_template(args.format, [_row(n) for n in found])
     else:
@@ -120,11 +116,9 @@ def cmd_inspect(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_rm(engine: Engine, args: argparse.Namespace) -> int:
-    status = 0
-    for name in args.names:
-        try:
-            print(call(engine, verbs.NETWORK_REMOVE, verbs.NetworkName(name=name))["name"])
-        except EngineError as err:
-            print(f"Error: {err.message}", file=sys.stderr)
-            status = 125 if err.code != "not_found" else 1
-    return status
+    """podman network rm: 1 when a network is not found, 125 for the others' failures."""
+    return each_name(
+        args.names,
+        lambda n: print(call(engine, verbs.NETWORK_REMOVE, verbs.NetworkName(name=n))["name"]),
+        not_found=1,
+    )

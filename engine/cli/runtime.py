@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from engine.cli.call import call
+from engine.cli.call import call, each_name
 from engine.cli.output import host_env
 from engine.core import Engine
-from engine.errors import EngineError, RuntimeFailedError
+from engine.errors import RuntimeFailedError
 from engine.protocol import verbs
 from engine.protocol.check import Verb
 
@@ -34,17 +34,13 @@ def _lifecycle(engine: Engine) -> Lifecycle:
 
 def _each(engine: Engine, names: list[str], verb: Any) -> int:
     """Run verb on every name; print each name done (as podman does), report failures and
-    carry on with the others."""
-    status = 0
-    for name in names:
-        try:
-            verb(name)
-        except EngineError as err:
-            print(f"Error: {err.message}", file=sys.stderr)
-            status = 125  # podman: 125 for start, stop, kill... of what cannot be done
-            continue
+    carry on with the others (125 for start, stop, kill... of what cannot be done)."""
+
+    def act(name: str) -> None:
+        verb(name)
         print(name)
-    return status
+
+    return each_name(names, act)
 
 
 def _run_each(

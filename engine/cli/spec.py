@@ -16,9 +16,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from engine.cli.call import call
+from engine.cli.call import call, each_name
 from engine.core import Engine
-from engine.errors import EngineError
 from engine.protocol import verbs
 
 if TYPE_CHECKING:
@@ -33,14 +32,9 @@ def _service(engine: Engine) -> SpecService:
 
 
 def cmd_init(engine: Engine, args: argparse.Namespace) -> int:
-    status = 0
-    for name in args.names:
-        try:
-            print(call(engine, verbs.SPEC_GENERATE, verbs.Id(id=name))["path"])
-        except EngineError as err:
-            print(f"Error: {err.message}", file=sys.stderr)
-            status = 125
-    return status
+    return each_name(
+        args.names, lambda n: print(call(engine, verbs.SPEC_GENERATE, verbs.Id(id=n))["path"])
+    )
 
 
 def cmd_show(engine: Engine, args: argparse.Namespace) -> int:
