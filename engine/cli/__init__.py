@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from engine.core import Engine
 from engine.errors import EngineError
@@ -63,10 +65,40 @@ def verb_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, told the terminal's width: argparse makes one for every
+    add_argument, and left to itself each asks shutil, whose import (with bz2 and lzma)
+    cost every command 3 ms."""
+
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        kwargs.setdefault("width", _columns() - 2)
+        super().__init__(prog, **kwargs)
+
+
+def _columns() -> int:
+    """As shutil.get_terminal_size() answers: $COLUMNS, else the terminal's, else 80."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every parser and subparser (add_subparsers makes them of the parent's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     """The parser: with a known ``verb``, only its domain's verbs (the others are neither
     imported nor built); else all of them, for help and for an unknown verb's error."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m engine", description="Gantry engine: build containers step by step."
     )
     parser.add_argument("--root", help="state root (default $GANTRY_ROOT or /var/lib/gantry)")
@@ -76,7 +108,8 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
     )
-    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    # prog given: argparse would otherwise format a usage line to compute it
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", prog=parser.prog)
     sub.required = True
     domain = VERB_DOMAINS.get(verb or "")
     for name in [domain] if domain else DOMAINS:

@@ -27,7 +27,9 @@ from engine.protocol import verbs
 
 def register(sub: Any) -> None:
     network = sub.add_parser("network", help="container networks (bridges, by netavark)")
-    actions = network.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = network.add_subparsers(
+        prog=network.prog, dest="action", metavar="ACTION", required=True
+    )
     p = actions.add_parser("create", help="create a bridge network")
     p.add_argument("--subnet", default="", help="IPv4 CIDR (default: a free /24 of 10.90/16)")
     p.add_argument("--gateway", default="", help="the gateway (default: the first address)")

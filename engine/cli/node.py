@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
     add_format(p)
     p.set_defaults(func=info)
     config = sub.add_parser("config", help="the engine's configuration file (engine.json)")
-    verbs_ = config.add_subparsers(dest="action", metavar="ACTION", required=True)
+    verbs_ = config.add_subparsers(prog=config.prog, dest="action", metavar="ACTION", required=True)
     init = verbs_.add_parser("init", help="write the first engine.json, unless there is one")
     init.add_argument(
         "--registry-port",

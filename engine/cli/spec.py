@@ -89,7 +89,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_init)
 
     spec = sub.add_parser("spec", help="show, check, diff or reset a container's config.json")
-    subverbs = spec.add_subparsers(dest="spec_verb", metavar="VERB")
+    subverbs = spec.add_subparsers(prog=spec.prog, dest="spec_verb", metavar="VERB")
     subverbs.required = True
     for name, func, text in (
         ("show", cmd_show, "print config.json"),

@@ -25,7 +25,6 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -127,6 +126,8 @@ class Store:
     def tmp_dir(self, prefix: str) -> Path:
         """A fresh private directory under <root>/tmp (swept at start if abandoned). It stays
         locked by this process until committed, discard()ed or renamed away."""
+        import tempfile  # (with shutil, bz2 and lzma) only when a pull or create needs it
+
         self._prune_held()
         for _ in range(TMP_ATTEMPTS):
             path = Path(tempfile.mkdtemp(prefix=f"{prefix}.", dir=self.root / "tmp"))

@@ -8,7 +8,6 @@ writes the record they change. ``reconcile_mounts`` is the exception: it takes e
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +44,8 @@ def build_dir(
         os.rename(work, paths.root)
         atomic.fsync_dir(paths.root.parent)
     except BaseException:
+        import shutil  # (with bz2 and lzma) only for this rare clean-up
+
         shutil.rmtree(work, ignore_errors=True)
         raise
 
