@@ -23,14 +23,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import logging
 import os
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.core import Engine
 from engine.errors import EngineError, ImageNotFoundError, InvalidImageError, InvalidInputError
@@ -38,7 +37,17 @@ from engine.hostfs import atomic, digests
 from engine.hostfs.locks import LockTimeoutError, locked
 from engine.hostfs.rmtree import remove_tree
 
-log = logging.getLogger("gantry.engine.store")
+if TYPE_CHECKING:
+    import logging
+
+
+def _log() -> logging.Logger:
+    """The store's logger, made when something is logged (ps never imports logging)."""
+    import logging
+
+    return logging.getLogger("gantry.engine.store")
+
+
 TMP_ATTEMPTS = 5  # a fresh tmp dir swept away before it was locked is made again
 
 
@@ -187,9 +196,9 @@ class Store:
             try:
                 removed += self._sweep_entry(entry)
             except Exception as err:  # noqa: BLE001  (one bad entry must not stop the sweep)
-                log.warning("sweep %s: not removed: %s", entry, err)
+                _log().warning("sweep %s: not removed: %s", entry, err)
         if removed:
-            log.info("swept %d abandoned entries from %s", removed, tmp)
+            _log().info("swept %d abandoned entries from %s", removed, tmp)
         return removed
 
     @staticmethod
@@ -390,7 +399,7 @@ class Store:
             atomic.fsync_dir(self.root / "layers")
             self.discard(trash)
         if result.layers or result.blobs:
-            log.info("gc: %d layers, %d blobs", len(result.layers), len(result.blobs))
+            _log().info("gc: %d layers, %d blobs", len(result.layers), len(result.blobs))
 
     @contextlib.contextmanager
     def pulling(self) -> Iterator[None]:

@@ -91,7 +91,7 @@ def test_it_imports_only_what_a_verb_needs(tmp_root: Path) -> None:
     # nothing to sync: no runtime stack, no verb classes, no OpenSSL (test_lifecycle_cli has
     # the ps that must sync)
     assert not loaded & {"engine.runtime.lifecycle", "engine.protocol.verbs", "hashlib"}
-    assert not loaded & {"shutil", "tempfile", "lzma"}  # argparse's formatter asked shutil
+    assert not loaded & {"shutil", "tempfile", "lzma", "logging"}
     assert not loaded & set(HEAVY)
     assert not loaded & {"engine.cli.images", "engine.cli.spec", "engine.cli.terminal"}
 
