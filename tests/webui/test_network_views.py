@@ -48,6 +48,8 @@ async def test_a_learner_publishes_a_port_and_the_network_tab_shows_the_construc
     own = await Ownership.objects.aget(owner=alice)
     tab = (await client.get(f"/containers/{own.container_id}/network/")).content.decode()
     assert "not set up" in tab and "127.0.0.1:20080-&gt;8080/tcp" in tab
+    table = (await client.get("/containers/table")).content.decode()
+    assert '<td class="col-ports mono">127.0.0.1:20080-&gt;8080/tcp</td>' in table  # as ps
     await sync_to_async(stack.get(Lifecycle).start)(own.container_id)
     try:
         tab = (await client.get(f"/containers/{own.container_id}/network/")).content.decode()

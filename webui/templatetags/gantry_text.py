@@ -30,3 +30,15 @@ def iec_size(size: int | float | None) -> str:
             break
         value /= 1024
     return f"{count}\u00a0bytes" if unit == "bytes" else f"{value:.1f}\u00a0{unit}"
+
+
+@register.filter
+def ports_text(ports: object) -> str:
+    """A ps row's published ports as podman's PORTS column: 127.0.0.1:8080->80/tcp, ..."""
+    if not isinstance(ports, list):
+        return ""
+    return ", ".join(
+        f"{p.get('host_ip')}:{p.get('host_port')}->{p.get('container_port')}/{p.get('protocol')}"
+        for p in ports
+        if isinstance(p, dict)
+    )
