@@ -44,13 +44,9 @@ class Plan:
     name: str
     hostname: str
     network: str  # "none", "host", "bridge" or a network's name
+    hosts: Callable[[str], str]  # /etc/hosts for the container at an address (spec's text)
     ports: tuple[PortMapping, ...] = ()
     dns: tuple[str, ...] = ()
-
-
-def is_namespaced(network: str) -> bool:
-    """True when the container gets a namespace of ours (a bridge network)."""
-    return network not in (NONE, HOST, "")
 
 
 def state_of(userdata: Path) -> dict[str, Any] | None:
@@ -120,7 +116,7 @@ def connect(networks: Networks, plan: Plan, userdata: Path) -> Connecting:
         _write_resolv(userdata, list(plan.dns) or [network.gateway], [SEARCH])
     else:
         _write_resolv(userdata, list(plan.dns) or [str(s) for s in dns_servers()], [])
-    _write_hosts(userdata, address, plan.hostname, plan.name)
+    atomic.write_bytes(userdata / "hosts", plan.hosts(address).encode(), 0o644)
 
     def work() -> dict[str, Any]:
         status = netavark.setup(config_dir(root), path, opts)
@@ -192,22 +188,6 @@ def _write_resolv(userdata: Path, servers: list[str], searches: list[str]) -> No
     lines = [f"search {' '.join(searches)}"] if searches else []
     lines += [f"nameserver {s}" for s in servers[:3]]
     atomic.write_bytes(userdata / "resolv.conf", ("\n".join(lines) + "\n").encode(), 0o644)
-
-
-def _write_hosts(userdata: Path, address: str, hostname: str, name: str) -> None:
-    names = " ".join(dict.fromkeys(n for n in (hostname, name) if n))
-    text = (
-        "127.0.0.1\tlocalhost localhost.localdomain\n"
-        "::1\tlocalhost localhost.localdomain ip6-localhost ip6-loopback\n"
-        f"{address}\t{names}\n"
-    )
-    atomic.write_bytes(userdata / "hosts", text.encode(), 0o644)
-
-
-def summary_of(userdata: Path) -> dict[str, Any]:
-    state = state_of(userdata) or {}
-    summary = state.get("summary")
-    return summary if isinstance(summary, dict) else {}
 
 
 def boot_time(stat: Path = Path("/proc/stat")) -> float:

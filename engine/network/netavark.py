@@ -85,10 +85,3 @@ def setup(config_dir: Path, netns: Path, opts: dict[str, Any]) -> dict[str, Any]
 
 def teardown(config_dir: Path, netns: Path, opts: dict[str, Any]) -> None:
     _run("teardown", config_dir, netns, opts)
-
-
-def version() -> str:
-    try:
-        return proc.output([NETAVARK, "version"], timeout=10)
-    except RuntimeFailedError:
-        return "not installed"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,8 +133,6 @@ class Networks:
 
 
 def _now() -> str:
-    import time
-
     return rfc3339(time.time())
 
 

@@ -334,11 +334,14 @@ class Lifecycle:
     def _connect(self, record: ContainerRecord, hostname: str) -> attach.Connecting:
         """The container's network: its namespace now (runc create joins it), netavark's
         setup alongside runc create; undone by _release_runtime if the start fails."""
+        from engine.spec.generator import hosts_file
+
         plan = attach.Plan(
             container_id=record.id,
             name=record.name,
             hostname=hostname,
             network=record.options.network,
+            hosts=lambda address: hosts_file(hostname, record.name, address),
             ports=tuple(record.options.ports),
             dns=tuple(record.options.dns),
         )

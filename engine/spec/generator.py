@@ -336,16 +336,16 @@ def hostname_file(hostname: str) -> str:
     return f"{hostname}\n"
 
 
-def hosts_file(hostname: str, name: str = "") -> str:
+def hosts_file(hostname: str, name: str = "", address: str = "127.0.0.1") -> str:
     """userdata/hosts, bind-mounted at /etc/hosts. podman copies the host's /etc/hosts and
-    adds the container; we write only loopback and the container itself (with --network none
-    there is nothing else to reach, and the host's entries are none of the container's
-    business)."""
-    names = " ".join(n for n in (hostname, name) if n)
+    adds the container; we write only loopback and the container itself, at its address on
+    its network (loopback with --network none: the host's entries are none of the
+    container's business; the others on its network are aardvark-dns's to answer)."""
+    names = " ".join(dict.fromkeys(n for n in (hostname, name) if n))
     return (
         "127.0.0.1\tlocalhost localhost.localdomain\n"
         "::1\tlocalhost localhost.localdomain ip6-localhost ip6-loopback\n"
-        f"127.0.0.1\t{names}\n"
+        f"{address}\t{names}\n"
     )
 
 

@@ -197,6 +197,9 @@ def _host_route() -> str:
         ({"name": "n1", "subnet": "DNS"}, "overlaps the host's DNS server"),
         ({"name": "n1", "subnet": "10.91.0.128/25"}, "overlaps network gtest"),
         ({"name": "gtest"}, "already exists"),
+        ({"name": "n1", "bridge": "eth0;reboot"}, "bridge name 'eth0;reboot': at most 15"),
+        ({"name": "n1", "bridge": "b" * 16}, "at most 15 of [a-z0-9_.-]"),
+        ({"name": "n1", "gateway": "10.91.3.1"}, "--gateway needs --subnet"),
     ],
 )
 def test_bad_networks_are_refused_and_nothing_is_made(
@@ -283,6 +286,7 @@ def test_two_containers_on_one_network_reach_each_other_by_address_and_name(net:
     resolv = run(net, "client", "cat", "/etc/resolv.conf")
     assert "nameserver 10.91.9.1" in resolv and "search dns.podman" in resolv
     assert run(net, "client", "hostname").strip() in run(net, "client", "cat", "/etc/hosts")
+    assert f"{address}\t" in run(net, "server", "cat", "/etc/hosts")  # itself, at its address
 
 
 def test_network_none_has_only_loopback(net: Engine) -> None:
@@ -331,6 +335,30 @@ def test_bad_ports_are_refused_before_anything_is_made(
         assert leases(net) == [f"ports/tcp-{held_port}"] and holder in before
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize(
+    ("dns", "message"),
+    [
+        (["evil.example"], "--dns 'evil.example': an IPv4 address"),
+        (["999.1.1.1"], "--dns '999.1.1.1': an IPv4 address"),
+        (["1.1.1.1\nnameserver 6.6.6.6"], "an IPv4 address"),  # no line of its own
+        (["1.1.1.1"] * 4, "dns"),
+    ],
+)
+def test_bad_dns_servers_are_refused_before_anything_is_made(
+    net: Engine, dns: list[str], message: str
+) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        create(net, "true", dns=dns)
+    assert message in err.value.message
+    assert net.get(Containers).list() == []
+
+
+def test_dns_servers_given_are_the_containers_resolvers(net: Engine) -> None:
+    cid = create(net, "sleep", "600", dns=["10.91.0.53"])
+    start(net, cid)
+    assert run(net, cid, "cat", "/etc/resolv.conf").splitlines()[-1] == "nameserver 10.91.0.53"
 
 
 def test_an_unknown_network_is_refused(net: Engine) -> None:

@@ -16,7 +16,6 @@ from django.views.decorators.http import require_GET, require_POST
 from engine.errors import EngineError
 from engine.protocol import verbs
 from webui import engine_client
-from webui.access import aget_container_for_user
 from webui.answers import error_text
 from webui.views.common import engine_action
 from webui.views.containers import container_header
@@ -24,9 +23,8 @@ from webui.views.containers import container_header
 
 @require_GET
 async def container_network(request: HttpRequest, container_id: str) -> HttpResponse:
-    user, own, info = await container_header(request, container_id)
+    user, own, info = await container_header(request, container_id)  # 404 if not theirs
     try:
-        own = await aget_container_for_user(user, container_id)
         view = await engine_client.request(
             verbs.CONTAINER_NETWORK, verbs.Id(id=container_id), user=user, node=own.node
         )
