@@ -34,10 +34,11 @@ def iec_size(size: int | float | None) -> str:
 
 @register.filter
 def ports_text(ports: object) -> str:
-    """A ps row's published ports as podman's PORTS column: 127.0.0.1:8080->80/tcp, ..."""
+    """A ps row's published ports as podman's PORTS column (127.0.0.1:8080->80/tcp), one
+    per line."""
     if not isinstance(ports, list):
         return ""
-    return ", ".join(
+    return "\n".join(
         f"{p.get('host_ip')}:{p.get('host_port')}->{p.get('container_port')}/{p.get('protocol')}"
         for p in ports
         if isinstance(p, dict)
