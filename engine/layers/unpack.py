@@ -18,12 +18,10 @@ Absolute names land root-relative. The xattr policy (engine.layers.tarentry) kee
 steering the overlay mount.
 
 The parts: engine.layers.tarstream decompresses, hashes and budgets on a thread of its own;
-engine.layers.tarentry holds the names, metadata and xattr rules; engine.layers.tree resolves and
-creates
-parents inside the root and knows what this layer made; engine.layers.writepool creates small files
-and
-symlinks on writer threads when creating inodes turns out slow. This module walks the entries,
-in order, and decides what each one does to the tree.
+engine.layers.tarentry holds the names, metadata and xattr rules; engine.layers.tree resolves
+and creates parents inside the root and knows what this layer made; engine.layers.writepool
+creates small files and symlinks on a writer thread when creating inodes turns out slow. This
+module walks the entries, in order, and decides what each one does to the tree.
 
 Limits: the result is only meaningful once ``unpack`` returns; on error the directory is in an
 undefined state and must be discarded (the store extracts into <root>/tmp for that reason).

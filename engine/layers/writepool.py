@@ -1,14 +1,15 @@
-"""The unpacker's writer pool: small files and symlinks created on other threads, in order.
+"""The unpacker's writer: small files and symlinks created on another thread, in order.
 
 When creating inodes turns out slow (it is measured: a busy journal, an allocator walking freed
-inodes), small files and symlinks go to a pool of writer threads in batches while the parser
-thread parses on, since that kernel work scales over CPUs; when it is fast, Python is the
-bottleneck and the pool stays off. Ordering is kept by (parent inode, name) keys: an entry waits
-for a pending write at its own key (or its hardlink target's), and removals and unresolvable
-parents wait for everything (``barrier``). Directories are never handed to the pool.
+inodes), small files and symlinks go to a writer in batches while the parser thread parses on;
+when it is fast, Python is the bottleneck and the writer stays off. The pull gives each layer
+one writer thread of its own: two threads creating files in one directory spin on its lock in
+the kernel. Ordering is kept by (parent inode, name) keys: an entry waits for a pending write
+at its own key (or its hardlink target's), and removals and unresolvable parents wait for
+everything (``barrier``). Directories are never handed to the writer.
 
-Only the parser thread calls these methods; pool tasks only run their batch. An error in a task
-is kept and raised on the parser thread at its next wait or check.
+Only the parser thread calls these methods; writer tasks only run their batch. An error in a
+task is kept and raised on the parser thread at its next wait or check.
 """
 
 from __future__ import annotations
