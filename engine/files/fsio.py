@@ -5,7 +5,6 @@ UTF-8, version tokens, bounded reads, and atomic writes below a directory descri
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import secrets
@@ -15,12 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from engine.errors import EngineError, InvalidInputError, InvalidStateError, NotFoundError
-from engine.hostfs import securepath
+from engine.hostfs import libc, securepath
 from engine.hostfs.rmtree import remove_tree_at
 
 _SYS_RENAMEAT2 = {"x86_64": 316, "aarch64": 276, "ppc64le": 357, "s390x": 347}
 RENAME_NOREPLACE = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -106,9 +104,9 @@ def renameat2(src_fd: int, src: str, dst_fd: int, dst: str, flags: int) -> None:
     number = _SYS_RENAMEAT2.get(os.uname().machine)
     if number is None:
         raise OSError(errno.ENOSYS, "renameat2 unknown here")
-    res = _libc.syscall(number, src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), flags)
+    res = libc.call().syscall(number, src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), flags)
     if res != 0:
-        err = ctypes.get_errno()
+        err = libc.errno()
         raise OSError(err, os.strerror(err))
 
 

@@ -8,10 +8,13 @@ said instead of a bare exit code.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from engine.errors import RuntimeFailedError
+
+if TYPE_CHECKING:
+    import subprocess
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -26,6 +29,8 @@ def run(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv and wait for it. Raises RuntimeFailedError on a non-zero exit (if check),
     on a missing binary and on a timeout (the child is killed first)."""
+    import subprocess  # here: most CLI verbs run no command, and it costs 2 ms to import
+
     args = [str(a) for a in argv]
     try:
         done = subprocess.run(

@@ -18,14 +18,15 @@ Limits: the kernel must have openat2 (Linux >= 5.6). Bind mounts inside the root
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from engine.errors import InvalidInputError, NotFoundError
+from engine.hostfs import libc
 
 RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -39,13 +40,7 @@ MAX_PATH = 4096
 _EAGAIN_RETRIES = 128
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+_OPEN_HOW = struct.Struct("=QQQ")  # struct open_how: flags, mode, resolve
 
 
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = IN_ROOT) -> int:
@@ -53,13 +48,14 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = IN_
     number = _SYS_OPENAT2.get(os.uname().machine)
     if number is None:
         raise OSError(errno.ENOSYS, f"openat2: unknown syscall number on {os.uname().machine}")
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    how = _OPEN_HOW.pack(flags | os.O_CLOEXEC, mode, resolve)
     encoded = os.fsencode(path)
+    syscall = libc.call().syscall
     for _ in range(_EAGAIN_RETRIES):
-        fd = _syscall(number, dirfd, encoded, ctypes.byref(how), ctypes.sizeof(how))
+        fd = syscall(number, dirfd, encoded, how, len(how))
         if fd >= 0:
             return int(fd)
-        err = ctypes.get_errno()
+        err = libc.errno()
         if err not in (errno.EAGAIN, errno.EINTR):
             raise OSError(err, f"{os.strerror(err)}: {path!r}")
     raise OSError(errno.EAGAIN, f"openat2 kept racing: {path!r}")

@@ -9,7 +9,6 @@ period), which also works in the CLI where no watcher thread runs.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -19,6 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from engine.hostfs import libc
 
 log = logging.getLogger("gantry.engine.exits")
 
@@ -30,25 +31,21 @@ IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 _EVENT = struct.Struct("iIII")
 
-_libc = ctypes.CDLL(None, use_errno=True)  # the libc this process runs on
-_libc.inotify_init1.argtypes = [ctypes.c_int]
-_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-
 
 class Inotify:
     """A non-blocking inotify instance (ctypes: the stdlib has no binding)."""
 
     def __init__(self) -> None:
-        fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        fd = libc.call().inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
-            code = ctypes.get_errno()
+            code = libc.errno()
             raise OSError(code, f"inotify_init1: {os.strerror(code)}")
         self.fd = fd
 
     def add_watch(self, path: Path, mask: int) -> int:
-        wd = _libc.inotify_add_watch(self.fd, os.fsencode(path), mask)
+        wd = libc.call().inotify_add_watch(self.fd, os.fsencode(path), mask)
         if wd < 0:
-            code = ctypes.get_errno()
+            code = libc.errno()
             raise OSError(code, f"inotify_add_watch {path}: {os.strerror(code)}")
         return int(wd)
 

@@ -26,13 +26,13 @@ inside the tree does not keep the unmount from happening, and keeps working unti
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import InvalidInputError, RuntimeFailedError
+from engine.hostfs import libc
 
 OVERLAY_OPTIONS: tuple[tuple[str, str], ...] = (
     ("index", "off"),
@@ -62,18 +62,6 @@ MNT_DETACH = 0x2
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_char_p,
-]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 class _NoNewMountAPI(Exception):
@@ -145,7 +133,7 @@ def _fs_errors(fsfd: int) -> str:
 
 
 def _fsconfig(fsfd: int, cmd: int, key: str | None, value: str | None) -> None:
-    res = _syscall(
+    res = libc.call().syscall(
         _SYS_FSCONFIG,
         fsfd,
         cmd,
@@ -154,14 +142,14 @@ def _fsconfig(fsfd: int, cmd: int, key: str | None, value: str | None) -> None:
         0,
     )
     if res < 0:
-        err = ctypes.get_errno()
+        err = libc.errno()
         raise OSError(err, f"fsconfig {key or 'create'}: {os.strerror(err)}")
 
 
 def _mount_new_api(m: OverlayMount) -> None:
-    fsfd = _syscall(_SYS_FSOPEN, b"overlay", FSOPEN_CLOEXEC)
+    fsfd = libc.call().syscall(_SYS_FSOPEN, b"overlay", FSOPEN_CLOEXEC)
     if fsfd < 0:
-        err = ctypes.get_errno()
+        err = libc.errno()
         if err in (errno.ENOSYS, errno.EPERM):
             raise _NoNewMountAPI()
         raise RuntimeFailedError(f"mount overlay: fsopen: {os.strerror(err)}")
@@ -186,12 +174,12 @@ def _mount_new_api(m: OverlayMount) -> None:
         for key, value in m.options:
             _fsconfig(fsfd, FSCONFIG_SET_STRING, key, value)
         _fsconfig(fsfd, FSCONFIG_CMD_CREATE, None, None)
-        mntfd = _syscall(_SYS_FSMOUNT, fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV)
+        mntfd = libc.call().syscall(_SYS_FSMOUNT, fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV)
         if mntfd < 0:
-            code = ctypes.get_errno()
+            code = libc.errno()
             raise OSError(code, f"fsmount: {os.strerror(code)}")
         try:
-            res = _syscall(
+            res = libc.call().syscall(
                 _SYS_MOVE_MOUNT,
                 int(mntfd),
                 b"",
@@ -200,7 +188,7 @@ def _mount_new_api(m: OverlayMount) -> None:
                 MOVE_MOUNT_F_EMPTY_PATH,
             )
             if res < 0:
-                code = ctypes.get_errno()
+                code = libc.errno()
                 raise OSError(code, f"move_mount: {os.strerror(code)}")
         finally:
             os.close(int(mntfd))
@@ -226,7 +214,7 @@ def _mount_legacy(m: OverlayMount) -> None:
             "lowerdir+ (Linux >= 6.8)",
             argv=m.command_line().split(" "),
         )
-    res = _libc.mount(
+    res = libc.call().mount(
         b"overlay",
         os.fsencode(_check_dir_path(m.target, "target")),
         b"overlay",
@@ -234,7 +222,7 @@ def _mount_legacy(m: OverlayMount) -> None:
         data.encode(),
     )
     if res != 0:
-        err = ctypes.get_errno()
+        err = libc.errno()
         raise RuntimeFailedError(
             f"mount overlay at {m.target}: {os.strerror(err)}",
             argv=m.command_line().split(" "),
@@ -249,8 +237,8 @@ def bind_fd(fd: int, target: Path) -> None:
     source = os.fsencode(f"/proc/self/fd/{fd}")
     where = os.fsencode(os.fspath(target))
     for src, flags in ((source, MS_BIND | MS_REC), (None, MS_PRIVATE | MS_REC)):
-        if _libc.mount(src, where, None, flags, None) != 0:
-            err = ctypes.get_errno()
+        if libc.call().mount(src, where, None, flags, None) != 0:
+            err = libc.errno()
             raise RuntimeFailedError(
                 f"bind mount at {target}: {os.strerror(err)}",
                 argv=["mount", "--rbind", source.decode(), os.fspath(target)],
@@ -265,9 +253,9 @@ def unmount(target: Path) -> bool:
     for _ in range(8):
         if not is_mounted(target):
             return done
-        res = _libc.umount2(os.fsencode(os.fspath(target)), MNT_DETACH)
+        res = libc.call().umount2(os.fsencode(os.fspath(target)), MNT_DETACH)
         if res != 0:
-            err = ctypes.get_errno()
+            err = libc.errno()
             if err == errno.EINVAL:  # not a mount point (any more)
                 return done
             raise RuntimeFailedError(
