@@ -222,7 +222,8 @@ def program(s: Settings, name: str, command: list[str], **how: str | float) -> l
 
 REDIS_FLAGS = "--port 0 --unixsocketperm 700 --appendonly no --loglevel warning"
 UVICORN_FLAGS = (
-    "--ws websockets-sansio --ws-max-size 1048576 --no-server-header --log-level warning "
+    "--ws websockets-sansio --ws-max-size 1048576 --ws-per-message-deflate false "
+    "--no-server-header --log-level warning "
     "--timeout-graceful-shutdown 3"
 )
 
