@@ -20,7 +20,8 @@ import pytest
 import zstandard
 
 from engine.errors import InvalidImageError
-from engine.layers.unpack import UnpackResult, unpack_stream
+from engine.layers.forked import unpack_forked
+from engine.layers.unpack import DEFAULT_BUDGET, UnpackResult, unpack_stream
 from tests.conftest import REPO
 from tests.engine.ocibuild import (
     Char,
@@ -52,10 +53,18 @@ def _can_mknod() -> bool:
 pytestmark = requires(_can_mknod(), "needs root (mknod, chown, trusted.* xattrs)")
 
 
-@pytest.fixture(params=["pool", "serial"])
+class Forked(ThreadPoolExecutor):
+    """Marks the forked extractor (engine.layers.forked: a child parses and writes, with its
+    own writer); never runs a task."""
+
+
+@pytest.fixture(params=["pool", "serial", "forked"])
 def pool(request: pytest.FixtureRequest) -> Iterator[ThreadPoolExecutor | None]:
     if request.param == "serial":
         yield None
+        return
+    if request.param == "forked":
+        yield Forked(1)
         return
     with ThreadPoolExecutor(3) as executor:
         yield executor
@@ -80,6 +89,8 @@ def unpack(
     diff = tmp_path / "layer" / "diff"
     diff.mkdir(parents=True)
     blob = compress(tar_bytes(entries), how)
+    if isinstance(pool, Forked):
+        return diff, unpack_forked(io.BytesIO(blob).read, diff, budget=DEFAULT_BUDGET, **kw)  # type: ignore[arg-type]
     # adaptive=False: the pool writes from the first file (else it would wait for slowness)
     result = unpack_stream(io.BytesIO(blob).read, diff, pool=pool, adaptive=False, **kw)  # type: ignore[arg-type]
     return diff, result
@@ -214,17 +225,22 @@ def test_it_replaces_entries_of_the_same_layer(
     assert (diff / "f").read_bytes() == b"2"
 
 
-def test_absolute_names_land_in_the_layer(tmp_path: Path, victim: Path) -> None:
-    diff, _ = unpack(tmp_path, [File("/etc/passwd", "root:x:0:0::/:/bin/sh\n")])
+def test_absolute_names_land_in_the_layer(
+    tmp_path: Path, victim: Path, pool: ThreadPoolExecutor | None
+) -> None:
+    diff, _ = unpack(tmp_path, [File("/etc/passwd", "root:x:0:0::/:/bin/sh\n")], pool)
     assert (diff / "etc/passwd").read_text().startswith("root")
     assert intact(victim)
 
 
-def test_writes_through_symlinks_stay_inside(tmp_path: Path, victim: Path) -> None:
+def test_writes_through_symlinks_stay_inside(
+    tmp_path: Path, victim: Path, pool: ThreadPoolExecutor | None
+) -> None:
     up = "../" * 8
     diff, _ = unpack(
         tmp_path,
-        [
+        pool=pool,
+        entries=[
             Symlink("localetc", "/etc"),
             File("localetc/unbroken", b"inside"),
             Symlink("up", f"{up}{victim.relative_to('/')}"),
@@ -275,9 +291,11 @@ def test_writes_through_symlinks_stay_inside(tmp_path: Path, victim: Path) -> No
         "unknown-type",
     ],
 )
-def test_it_refuses_hostile_entries(tmp_path: Path, victim: Path, entries: list[Entry]) -> None:
+def test_it_refuses_hostile_entries(
+    tmp_path: Path, victim: Path, entries: list[Entry], pool: ThreadPoolExecutor | None
+) -> None:
     with pytest.raises(InvalidImageError):
-        unpack(tmp_path, entries)
+        unpack(tmp_path, entries, pool)
     assert intact(victim)
     assert not (tmp_path / "escape").exists()
 
