@@ -57,7 +57,12 @@ def unpack_forked(
     with contextlib.suppress(OSError):
         fcntl.fcntl(data_w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     parent = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as err:  # EAGAIN: the process limit
+        for fd in (data_r, data_w, report_r, report_w):
+            os.close(fd)
+        raise EngineError(f"{what}: cannot start the extracting process: {err.strerror}") from err
     if pid == 0:  # pragma: no cover (the child leaves by os._exit; its work is tested)
         _child(parent, data_r, report_w, dest, what, max_entries)
     os.close(data_r)

@@ -47,10 +47,10 @@ class OrderedWrites:
         return self.pool is not None
 
     def adapt(self, seconds: float) -> None:
-        """Serial until creating files turns out slow: then the writer pool takes them. When
+        """Serial until creating files turns out slow: then the writer takes them. When
         the kernel is quick (a fresh fs, tmpfs), Python is the bottleneck and threads only add
         GIL traffic; when inode creation is slow (a busy journal, freed space being reused),
-        creating files from several threads at once wins by far."""
+        creating files on a second thread, while the parser parses on, wins by far."""
         self._window_n += 1
         self._window_s += seconds
         if self._window_n >= ADAPT_WINDOW:

@@ -3,6 +3,7 @@ extraction itself runs through every test of test_unpack.py (the "forked" parame
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import os
@@ -118,3 +119,16 @@ def test_layers_extracted_at_once_do_not_hold_each_others_pipes(tmp_path: Path) 
     while len(results) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert results == {"a": 50, "b": 50}
+
+
+def test_no_process_to_fork_is_a_clear_error_and_leaks_no_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_fork() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    fds = set(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fork", no_fork)
+    with pytest.raises(EngineError, match="cannot start the extracting process"):
+        unpack_forked(reader(blob()), tmp_path, what="layer 1", budget=DEFAULT_BUDGET)
+    assert set(os.listdir("/proc/self/fd")) == fds
