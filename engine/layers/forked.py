@@ -37,10 +37,12 @@ from engine import errors
 from engine.errors import EngineError
 from engine.hostfs import libc
 from engine.layers.tarstream import CHUNK, Feed, Inflater
+from engine.layers.tree import os_error
 from engine.layers.unpack import DEFAULT_MAX_ENTRIES, Unpacker, UnpackResult
 
 PIPE_SIZE = 1024 * 1024  # one inflated chunk fits: one wake-up per chunk, not sixteen
 _PR_SET_PDEATHSIG = 1
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def unpack_forked(
@@ -163,8 +165,11 @@ def _child(
             report = _extract(data_r, dest, what, max_entries)
         except EngineError as err:
             report = {"error": _error_class(err), "message": err.message}
-        except OSError as err:
-            report = {"error": "EngineError", "message": f"{what}: {err}"}
+        except OSError as err:  # a writer thread's error arrives bare
+            failure = (
+                os_error(what, err) if err.errno in _NO_SPACE else EngineError(f"{what}: {err}")
+            )
+            report = {"error": _error_class(failure), "message": failure.message}
         except BaseException as err:  # noqa: BLE001 (whatever it is, the parent must hear)
             report = {"error": "EngineError", "message": f"{what}: internal error: {err!r}"}
         os.close(data_r)  # a parent still writing gets EPIPE at once

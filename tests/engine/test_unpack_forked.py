@@ -132,3 +132,25 @@ def test_no_process_to_fork_is_a_clear_error_and_leaks_no_pipe(
     with pytest.raises(EngineError, match="cannot start the extracting process"):
         unpack_forked(reader(blob()), tmp_path, what="layer 1", budget=DEFAULT_BUDGET)
     assert set(os.listdir("/proc/self/fd")) == fds
+
+
+def test_a_full_disk_met_by_the_writer_thread_is_said_plainly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread's OSError reaches the child bare; the parent hears the same words
+    as a full disk met anywhere else (the child is forked: the patches apply in it too)."""
+    import engine.layers.unpack as unpack
+    import engine.layers.writepool as writepool
+    from engine.layers.tarentry import write_file as real
+
+    def full_at_f20(dir_fd: int, name: str, *args: object, **kw: object) -> None:
+        if name == "f20":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(dir_fd, name, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writepool, "ADAPT_WINDOW", 4)
+    monkeypatch.setattr(writepool, "SLOW_CREATE", -1.0)  # the writer takes over at once
+    monkeypatch.setattr(unpack, "write_file", full_at_f20)
+    with pytest.raises(EngineError, match="layer 1: no space left on the device") as err:
+        unpack_forked(reader(blob()), tmp_path, what="layer 1", budget=DEFAULT_BUDGET)
+    assert not isinstance(err.value, InvalidImageError)
